@@ -1,0 +1,373 @@
+"""Fixture layer for the integration tier: real namespaces, users, sockets and ansible-playbook runs.
+
+Everything a test creates is named ``nct`` + this process's session id + a random suffix
+(namespaces ``nct-SSSS-RRRR``, users and groups ``nct_SSSS_RRRR``) and is removed by the
+context manager that created it, even when the test fails. A process holds a lock on
+``/run/nct-sessions/SSSS`` while it lives; :func:`sweep` removes leftovers of sessions
+whose lock is no longer held (a killed run) and never touches a live session's objects,
+the lab (``nclab-``) or Molecule (``nctmol-``).
+
+Nothing here touches the real host's firewall: every netfilter command runs inside a namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import grp
+import json
+import os
+import pwd
+import re
+import secrets
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
+CALLBACK_DIR = Path(__file__).resolve().parent / "callback_plugins"
+SYSTEM_PYTHON = "/usr/bin/python3"  # readable by unprivileged users, unlike a Python under /root
+NETNS_DIR = Path("/run/netns")
+SESSION_DIR = Path("/run/nct-sessions")
+NAME_RE = re.compile(r"^nct[-_]([0-9a-f]{4})[-_][0-9a-f]{4}$")
+
+_session: tuple[str, object] | None = None  # (id, open lock file) for this process
+
+
+# --------------------------------------------------------------------------- naming and sweeping
+
+def session_id() -> str:
+    """This process's session id; the first call takes the session lock."""
+    global _session
+    if _session is None:
+        SESSION_DIR.mkdir(parents=True, exist_ok=True)
+        while True:
+            sid = secrets.token_hex(2)
+            lock = open(SESSION_DIR / sid, "a+")  # noqa: SIM115 - held for the life of the process
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            _session = (sid, lock)
+            break
+    return _session[0]
+
+
+def new_name(sep: str = "-") -> str:
+    """A fresh test object name: ``nct-SSSS-RRRR`` (sep='-') or ``nct_SSSS_RRRR`` (sep='_')."""
+    return sep.join(("nct", session_id(), secrets.token_hex(2)))
+
+
+def _session_alive(sid: str) -> bool:
+    if _session is not None and sid == _session[0]:
+        return True
+    try:
+        with open(SESSION_DIR / sid) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    (SESSION_DIR / sid).unlink(missing_ok=True)
+    return False
+
+
+def sweep(own: bool = False) -> list[str]:
+    """Remove ``nct`` objects of dead sessions (and of this one if ``own``). Returns what was removed."""
+    def doomed(name: str) -> bool:
+        m = NAME_RE.match(name)
+        if not m:
+            return False
+        mine = _session is not None and m.group(1) == _session[0]
+        return own if mine else not _session_alive(m.group(1))
+
+    removed = []
+    for ns in sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else []:
+        if doomed(ns):
+            _delete_netns(ns)
+            removed.append(f"netns {ns}")
+    for user in sorted(u.pw_name for u in pwd.getpwall()):
+        if doomed(user):
+            _delete_user(user)
+            removed.append(f"user {user}")
+    for group in sorted(g.gr_name for g in grp.getgrall()):
+        if doomed(group):
+            run("groupdel", group, check=False)
+            removed.append(f"group {group}")
+    for sid in os.listdir(SESSION_DIR) if SESSION_DIR.is_dir() else []:
+        _session_alive(sid)  # removes the lock files of dead sessions
+    return removed
+
+
+def end_session() -> list[str]:
+    """Remove everything this session left behind and release its lock."""
+    global _session
+    removed = sweep(own=True)
+    if _session is not None:
+        (SESSION_DIR / _session[0]).unlink(missing_ok=True)
+        _session[1].close()
+        _session = None
+    return removed
+
+
+# --------------------------------------------------------------------------- commands
+
+def run(*argv: str, ns: str | None = None, check: bool = True, timeout: float = 60,
+        input: str | None = None) -> subprocess.CompletedProcess:
+    """Run argv (inside namespace ``ns`` if given); text output; raise with stderr on failure if ``check``."""
+    if ns is not None:
+        argv = ("ip", "netns", "exec", ns, *argv)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} -> rc {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def iptables_save(ns: str, family: int = 4, table: str | None = None) -> str:
+    """``iptables-save`` (family 4) or ``ip6tables-save`` (6) inside ``ns``, without comment lines."""
+    argv = ["iptables-save" if family == 4 else "ip6tables-save"]
+    if table:
+        argv += ["-t", table]
+    out = run(*argv, ns=ns).stdout
+    return "".join(line for line in out.splitlines(keepends=True) if not line.startswith("#"))
+
+
+def nft_json(ns: str) -> dict:
+    """``nft -j list ruleset`` inside ``ns``, parsed."""
+    return json.loads(run("nft", "-j", "list", "ruleset", ns=ns).stdout)
+
+
+# --------------------------------------------------------------------------- namespaces, users, groups
+
+def _delete_netns(name: str) -> None:
+    pids = run("ip", "netns", "pids", name, check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    run("ip", "netns", "del", name, check=False)
+
+
+@contextlib.contextmanager
+def netns(name: str | None = None) -> Iterator[str]:
+    """A new network namespace with ``lo`` up; killed processes and deleted on exit."""
+    name = name or new_name("-")
+    run("ip", "netns", "add", name)
+    try:
+        run("ip", "-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        _delete_netns(name)
+
+
+@contextlib.contextmanager
+def local_group(name: str | None = None) -> Iterator[str]:
+    """A new local group; deleted on exit."""
+    name = name or new_name("_")
+    run("groupadd", name)
+    try:
+        yield name
+    finally:
+        run("groupdel", name, check=False)
+
+
+def _delete_user(name: str) -> None:
+    uid = pwd.getpwnam(name).pw_uid
+    for pid in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == uid:
+                os.kill(int(pid), signal.SIGKILL)
+    run("userdel", "-r", name, check=False)  # also removes its user-private group
+
+
+@contextlib.contextmanager
+def local_user(group: str | None = None, groups: tuple[str, ...] | list[str] = (),
+               name: str | None = None) -> Iterator[str]:
+    """A new local user (home, shell /bin/sh) with optional primary ``group`` and supplementary ``groups``."""
+    name = name or new_name("_")
+    argv = ["useradd", "--create-home", "--shell", "/bin/sh"]
+    if group:
+        argv += ["--gid", group]
+    if groups:
+        argv += ["--groups", ",".join(groups)]
+    run(*argv, name)
+    try:
+        yield name
+    finally:
+        _delete_user(name)
+
+
+# --------------------------------------------------------------------------- sockets
+
+_LISTENER = textwrap.dedent("""
+    import select, socket, sys
+    port = int(sys.argv[1])
+    socks = []
+    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        s.listen(64)
+        socks.append(s)
+    print("ready", flush=True)
+    while True:
+        for s in select.select(socks, [], [])[0]:
+            s.accept()[0].close()
+""")
+
+
+@contextlib.contextmanager
+def tcp_listener(ns: str, port: int) -> Iterator[int]:
+    """Accept (and close) TCP connections on 127.0.0.1:PORT and [::1]:PORT inside ``ns``; killed on exit."""
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, SYSTEM_PYTHON, "-c", _LISTENER, str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"listener on port {port} in {ns} did not start: {line}{proc.stderr.read()}")
+        yield port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+_CONNECT = textwrap.dedent("""
+    import errno, socket, sys
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()
+        print("connected")
+    except socket.timeout:
+        print("timeout")
+    except OSError as e:
+        print({errno.ECONNREFUSED: "refused", errno.EPERM: "denied", errno.EACCES: "denied",
+               errno.EHOSTUNREACH: "unreachable", errno.ENETUNREACH: "unreachable"}.get(e.errno, repr(e)))
+""")
+OUTCOMES = ("connected", "refused", "timeout", "denied", "unreachable")
+
+
+def try_connect(ns: str, user: str, host: str, port: int, group: str | None = None, timeout: float = 2.0) -> str:
+    """Connect as ``user`` (running as group ``group`` if given) from inside ``ns``.
+
+    Enters the namespace as root, then drops to the user with runuser (the other order is
+    not permitted). Note ``runuser -g`` drops the user's supplementary groups.
+    Returns one of OUTCOMES: connected, refused (RST or REJECT with tcp-reset), timeout (SYN
+    dropped, also on OUTPUT), denied (EPERM/EACCES), unreachable (no route or ICMP unreachable).
+    """
+    drop = ["runuser", "-u", user] + (["-g", group] if group else []) + ["--"]
+    proc = run(*drop, SYSTEM_PYTHON, "-c", _CONNECT, host, str(port), str(timeout), ns=ns, check=False,
+               timeout=timeout + 30)
+    outcome = proc.stdout.strip()
+    if outcome not in OUTCOMES:
+        raise RuntimeError(f"connect as {user} to {host}:{port} in {ns} failed to run: {outcome}{proc.stderr}")
+    return outcome
+
+
+def connect_as(ns: str, user: str, host: str, port: int, group: str | None = None, timeout: float = 2.0) -> bool:
+    """True if ``user`` (as ``group``) can open a TCP connection to host:port from inside ``ns``."""
+    return try_connect(ns, user, host, port, group, timeout) == "connected"
+
+
+# --------------------------------------------------------------------------- ansible-playbook
+
+@dataclasses.dataclass
+class TaskResult:
+    host: str
+    task: str
+    action: str
+    status: str  # ok, changed, failed, skipped, unreachable
+    result: dict
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.result.get("changed"))
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "unreachable")
+
+    @property
+    def msg(self) -> str:
+        return str(self.result.get("msg", ""))
+
+
+@dataclasses.dataclass
+class PlaybookRun:
+    rc: int
+    output: str  # ansible-playbook's stdout and stderr (default callback), for assertion messages
+    results: dict[str, list[TaskResult]]  # host -> task results in order
+    stats: dict[str, dict]  # host -> {ok, changed, failures, unreachable, skipped, ...}
+
+    def task(self, host: str, name: str) -> TaskResult:
+        """The (last) result of task ``name`` on ``host``."""
+        for res in reversed(self.results.get(host, [])):
+            if res.task == name:
+                return res
+        seen = [r.task for r in self.results.get(host, [])]
+        raise KeyError(f"no result for task {name!r} on {host!r}; tasks seen: {seen}\n{self.output}")
+
+    def __str__(self) -> str:
+        return f"ansible-playbook rc={self.rc}\n{self.output}"
+
+
+def inventory(hosts: list[str] | dict[str, dict]) -> dict:
+    """Inventory with every host on the netns connection (system Python, pipelining).
+
+    ``hosts`` is a list of namespace names, or a mapping host -> host vars (e.g. ``ansible_netns``).
+    """
+    if not isinstance(hosts, dict):
+        hosts = {h: {} for h in hosts}
+    return {"all": {
+        "vars": {"ansible_connection": "paranoid.netconfine.netns",
+                 "ansible_python_interpreter": SYSTEM_PYTHON,
+                 "ansible_pipelining": True},
+        "hosts": {h: dict(v or {}) for h, v in hosts.items()},
+    }}
+
+
+def ansible_playbook(playbook: str | Path, hosts: list[str] | dict[str, dict], extra_vars: dict | None = None,
+                     check: bool = False, diff: bool = False, forks: int = 5, timeout: float = 600,
+                     args: tuple[str, ...] = ()) -> PlaybookRun:
+    """Run ``playbook`` (YAML text or a path) with .venv's ansible-playbook against namespace hosts."""
+    with tempfile.TemporaryDirectory(prefix="nct-play-") as tmp:
+        tmp = Path(tmp)
+        if isinstance(playbook, Path) or "\n" not in playbook:
+            playbook_path = Path(playbook).resolve()
+        else:
+            playbook_path = tmp / "playbook.yml"
+            playbook_path.write_text(textwrap.dedent(playbook))
+        (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory(hosts)))
+        (tmp / "extra_vars.json").write_text(json.dumps(extra_vars or {}))
+        results_file = tmp / "results.jsonl"
+        argv = [str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra_vars.json'}",
+                "--forks", str(forks), *(["--check"] if check else []), *(["--diff"] if diff else []),
+                *args, str(playbook_path)]
+        env = dict(os.environ,
+                   ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+                   ANSIBLE_CALLBACK_PLUGINS=str(CALLBACK_DIR),
+                   ANSIBLE_CALLBACKS_ENABLED="nct_results",
+                   NCT_RESULTS_FILE=str(results_file),
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0")
+        start = time.monotonic()
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        output = f"$ {' '.join(argv)}  # {time.monotonic() - start:.1f}s\n{proc.stdout}{proc.stderr}"
+        results: dict[str, list[TaskResult]] = {}
+        stats: dict[str, dict] = {}
+        for line in results_file.read_text().splitlines() if results_file.exists() else []:
+            rec = json.loads(line)
+            if rec.get("stats"):
+                stats = rec["stats"]
+            else:
+                results.setdefault(rec["host"], []).append(TaskResult(**rec))
+        return PlaybookRun(proc.returncode, output, results, stats)
