@@ -1,0 +1,54 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Options shared by every netfilter module of paranoid.netconfine.
+    DOCUMENTATION = r"""
+options:
+  name:
+    description:
+      - Name of the task's policy. It names the owned chains (C(NC-<name>-<hash>), at most 28 characters)
+        and tags their jumps with C(netconfine:<name>).
+      - Two tasks with different names never share a chain. Renaming a task therefore creates new chains;
+        remove the old name with O(state=absent).
+      - 1-64 characters of letters, digits, V(_), V(.), V(-).
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) converges the kernel to the declared rules.
+      - V(absent) removes every chain and jump the task owns.
+      - V(rendered) only returns what would be applied on an empty host. It needs no root and no kernel.
+    type: str
+    choices: [present, absent, rendered]
+    default: present
+  backend:
+    description:
+      - Netfilter backend. V(iptables) drives C(iptables-restore) (nf_tables or legacy variant).
+      - V(auto) picks the best usable one and returns its name in RV(backend). After a switch, what another
+        backend owned for this task is removed in the same run.
+    type: str
+    choices: [auto, iptables, nftables]
+    default: auto
+  ip_version:
+    description: IP families the policy applies to. The default covers IPv4 and IPv6.
+    type: str
+    choices: [ipv4, ipv6, both]
+    default: both
+  lock_timeout:
+    description:
+      - Seconds to wait for another netconfine run on the same host (network namespace) to finish.
+        The task fails when the wait runs out.
+    type: int
+    default: 60
+  xtables_wait:
+    description: Seconds C(iptables-restore --wait) waits for the xtables lock held by other tools.
+    type: int
+    default: 10
+"""

@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one applier shared by every netfilter module and every backend.
+
+Private to the paranoid.netconfine collection.
+
+    converge(policy, backends) : lock -> read each unit once -> compare what
+    the task owns with what was rendered -> (check mode stops here) -> apply
+    each changed unit in one transaction -> read back -> on any failure put
+    back every unit already applied -> result.
+
+A backend is a reader and a renderer behind this seam (see
+``iptables_backend.IptablesBackend``): ``units``, ``read``, ``owned``,
+``render``, ``script``, ``apply``, ``snapshot_jumps``. The first backend gets
+the policy; the others get it marked absent, so switching backends removes
+what the old one owned in the same run.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import dataclasses
+import errno
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError, NotConverged
+
+LOCK_DIR = "/run/netconfine"
+
+
+@contextmanager
+def host_lock(timeout, lock_dir=LOCK_DIR):
+    """Serialise netconfine runs on one host (one lock per network namespace)."""
+    try:
+        netns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        netns = 0
+    try:
+        os.makedirs(lock_dir, 0o700)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise NetconfineError("cannot create lock directory %s: %s" % (lock_dir, exc), "lock_timeout")
+    path = os.path.join(lock_dir, "netns-%d.lock" % netns)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise NetconfineError(
+                        "another netconfine run still holds %s after %ss; try again or raise lock_timeout"
+                        % (path, timeout), "lock_timeout")
+                time.sleep(0.05)
+        yield path
+    finally:
+        os.close(fd)
+
+
+@dataclasses.dataclass
+class _Unit:
+    backend: object
+    policy: object
+    unit: object
+    tables: object
+    current: dict
+    desired: dict
+    script: str = ""
+
+    @property
+    def label(self):
+        return "%s %s" % (self.backend.name, self.unit)
+
+
+def _text(owned):
+    lines = []
+    for table in sorted(owned):
+        lines.extend(owned[table].lines())
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def converge(policy, backends, check_mode=False, lock_timeout=60):
+    """Bring what ``policy`` owns to its declared state. Returns the result dict."""
+    with host_lock(lock_timeout):
+        units = []
+        for index, backend in enumerate(backends):
+            wanted = policy if index == 0 else dataclasses.replace(policy, present=False)
+            for unit in backend.units(wanted):
+                tables = backend.read(unit)
+                units.append(_Unit(backend, wanted, unit, tables,
+                                   backend.owned(tables, wanted, unit), backend.render(wanted, unit)))
+        pending = [u for u in units if u.current != u.desired]
+        for u in pending:
+            u.script = u.backend.script(u.tables, u.current, u.desired)
+        result = {
+            "changed": bool(pending),
+            "backend": backends[0].name,
+            "diff": {
+                "before": "".join("# %s\n%s" % (u.label, _text(u.current)) for u in pending),
+                "after": "".join("# %s\n%s" % (u.label, _text(u.desired)) for u in pending),
+            },
+            "rendered": dict((u.label, _text(u.desired)) for u in units if u.backend is backends[0]),
+            "scripts": dict((u.label, u.script) for u in pending),
+        }
+        if check_mode or not pending:
+            return result
+        applied = []
+        try:
+            for u in pending:
+                applied.append(u)
+                u.backend.apply(u.unit, u.script)
+            for u in pending:
+                after = u.backend.owned(u.backend.read(u.unit), u.policy, u.unit)
+                if after != u.desired:
+                    raise NotConverged(
+                        "did not converge: after applying, %s holds\n%s\ninstead of\n%s"
+                        % (u.label, _text(after), _text(u.desired)), "backend")
+        except Exception as exc:
+            rollback_errors = _roll_back(applied)
+            if isinstance(exc, NetconfineError):
+                exc.details["rolled_back"] = [u.label for u in applied]
+                exc.details["rollback_errors"] = rollback_errors
+            raise
+        return result
+
+
+def _roll_back(applied):
+    """Put every applied unit back to what it held before this run."""
+    errors = []
+    for u in reversed(applied):
+        try:
+            tables = u.backend.read(u.unit)
+            now = u.backend.owned(tables, u.policy, u.unit)
+            script = u.backend.script(tables, now, u.current,
+                                      restore_jumps=u.backend.snapshot_jumps(u.tables, u.current))
+            if script:
+                u.backend.apply(u.unit, script)
+        except Exception as exc:  # report, keep restoring the others
+            errors.append("%s: %s" % (u.label, exc))
+    return errors

@@ -1,0 +1,261 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The iptables backend: reader, renderer glue and restore scripts.
+
+Private to the paranoid.netconfine collection. One unit per IP family: one
+``iptables-save`` to read, one ``iptables-restore --noflush --wait`` to
+apply (each table in it commits atomically). Only chains the task owns and
+the jumps into them are ever named in a script; foreign rules are never
+flushed, reordered or rewritten.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+from dataclasses import dataclass
+from typing import Tuple
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import (
+    render_chain, render_jump)
+
+BUILTIN_CHAINS = frozenset(("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"))
+_TAGGED = re.compile(r'^-A \S+ -m comment --comment "?netconfine:')
+_TAG_OF = re.compile(r'--comment "?netconfine:([^" ]+)"? ')
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table as iptables-save printed it: chain policies and rules in order."""
+    name: str
+    policies: Tuple[Tuple[str, str], ...]          # (chain, policy or '-') in save order
+    rules: Tuple[Tuple[str, Tuple[str, ...]], ...]  # (chain, lines) in save order
+
+    def chain_rules(self, chain):
+        return dict(self.rules).get(chain, ())
+
+
+@dataclass(frozen=True)
+class Owned:
+    """What one task owns in one table, comparable between desired and read state.
+
+    ``jumps`` are (from_chain, line, placement): placement is the declared
+    position when the jump occurs once and sits where declared, otherwise a
+    description of what is wrong (so that it never compares equal).
+    """
+    table: str
+    chains: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    jumps: Tuple[Tuple[str, str, str], ...] = ()
+    policies: Tuple[Tuple[str, str], ...] = ()
+
+    def lines(self):
+        out = ["*%s" % self.table]
+        out += [":%s %s" % p for p in self.policies]
+        for name, rules in self.chains:
+            out.append(":%s -" % name)
+            out.extend(rules)
+        out += ["%s  # %s" % (line, placement) for _chain, line, placement in self.jumps]
+        return out
+
+
+def parse_save(text):
+    """Parse iptables-save output into {table: Table}."""
+    tables = {}
+    name, policies, rules = None, [], {}
+    for raw in text.splitlines():
+        line = raw.rstrip("\n")
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            name, policies, rules = line[1:], [], {}
+        elif line.startswith(":"):
+            chain, policy = line[1:].split(" ", 2)[:2]
+            policies.append((chain, policy))
+            rules.setdefault(chain, [])
+        elif line.startswith("-A "):
+            chain = line.split(" ", 2)[1]
+            rules.setdefault(chain, []).append(line)
+        elif line == "COMMIT" and name is not None:
+            order = [c for c, _p in policies] + [c for c in rules if c not in dict(policies)]
+            tables[name] = Table(name, tuple(policies), tuple((c, tuple(rules[c])) for c in order))
+            name = None
+    return tables
+
+
+def _placement(rules, line, position):
+    """Whether ``line`` occurs once in ``rules`` at the declared position."""
+    hits = [i for i, r in enumerate(rules) if r == line]
+    if len(hits) != 1:
+        return "occurs %d times" % len(hits)
+    idx = hits[0]
+    before, after = rules[:idx], rules[idx + 1:]
+    if position == "first" and all(_TAGGED.match(r) for r in before):
+        return position
+    if position == "last" and all(_TAGGED.match(r) for r in after):
+        return position
+    return "at %d of %d, not %s" % (idx + 1, len(rules), position)
+
+
+class IptablesBackend:
+    """Reader and script writer for iptables (nf_tables or legacy variant)."""
+
+    name = "iptables"
+
+    def __init__(self, run, bins, wait=10):
+        """``run(argv, data=None) -> (rc, out, err)``; ``bins[family]`` = (save, restore) paths or None."""
+        self.run = run
+        self.bins = bins
+        self.wait = wait
+
+    # ---------------------------------------------------------- the seam
+
+    def usable(self):
+        return any(self.bins.get(f) for f in (4, 6))
+
+    def units(self, policy):
+        missing = [f for f in policy.families if policy.present and not self.bins.get(f)]
+        if missing:
+            raise NetconfineError("ip%stables-save/-restore not found on this host; install the iptables package "
+                                  "or set ip_version" % ("" if missing[0] == 4 else "6"), "backend")
+        return tuple(f for f in (4, 6) if self.bins.get(f))
+
+    def read(self, family):
+        save = self.bins[family][0]
+        rc, out, err = self.run([save])
+        if rc != 0:
+            raise NetconfineError("%s failed (rc=%d): %s" % (save, rc, err.strip()), "backend",
+                                  command=save, stderr=err)
+        return parse_save(out)
+
+    def render(self, policy, family):
+        """Desired Owned per table for one family."""
+        tables = {}
+        for chain in policy.chains_for(family):
+            tables.setdefault(chain.table, {"chains": [], "jumps": [], "policies": []})
+            entry = tables[chain.table]
+            entry["chains"].append((chain.name, render_chain(chain)))
+            if chain.hook:
+                entry["jumps"].append((chain.hook.builtin, render_jump(policy, chain), chain.hook.position))
+        for (table, builtin), verdict in self._managed_policies(policy, family).items():
+            tables.setdefault(table, {"chains": [], "jumps": [], "policies": []})
+            tables[table]["policies"].append((builtin, verdict))
+        return self._freeze(tables)
+
+    def owned(self, tables, policy, family):
+        """What the kernel holds of this task, per table."""
+        names = policy.chain_names
+        positions = dict((c.name, c.hook.position) for c in policy.chains if c.hook)
+        managed = self._managed_policies(policy, family)
+        out = {}
+        for table in tables.values():
+            entry = {"chains": [], "jumps": [], "policies": []}
+            for chain, rules in table.rules:
+                if chain in names:
+                    entry["chains"].append((chain, rules))
+                    continue
+                seen = set()
+                for line in rules:
+                    target = line.rsplit(" -j ", 1)[-1]
+                    if target not in names or line in seen:
+                        continue
+                    seen.add(line)
+                    tag = _TAG_OF.search(line)
+                    if tag and tag.group(1) != policy.name:
+                        raise NetconfineError(
+                            "chain %s is already owned by task %r (jump %r); choose another name"
+                            % (target, tag.group(1), line), "name")
+                    entry["jumps"].append((chain, line, _placement(rules, line, positions.get(target, "first"))))
+            for chain, verdict in table.policies:
+                if (table.name, chain) in managed:
+                    entry["policies"].append((chain, verdict))
+            if entry["chains"] or entry["jumps"] or entry["policies"]:
+                out[table.name] = entry
+        return self._freeze(out)
+
+    def script(self, tables, current, desired, restore_jumps=None):
+        """The ``iptables-restore --noflush`` input taking ``current`` to ``desired``.
+
+        ``restore_jumps`` maps (table, chain, line) to the 1-based index a jump
+        had in a snapshot; rollback uses it to put jumps back where they were.
+        """
+        blocks = []
+        for table in sorted(set(current) | set(desired)):
+            cur = current.get(table, Owned(table))
+            want = desired.get(table, Owned(table))
+            if cur == want:
+                continue
+            lines = ["*%s" % table]
+            cur_chains, want_chains = dict(cur.chains), dict(want.chains)
+            doomed = [name for name in cur_chains if name not in want_chains]
+            # 1. unhook: every jump that is not wanted exactly where it is
+            keep = set(j[:2] for j in cur.jumps if j in want.jumps)
+            for chain, line, _placement_ in cur.jumps:
+                if (chain, line) in keep:
+                    continue
+                count = tables[table].chain_rules(chain).count(line)
+                lines += ["-D" + line[2:]] * count
+            # 2. (re)define changed chains: declaring an owned chain flushes it in the same commit
+            for name, rules in want.chains:
+                if cur_chains.get(name) != rules:
+                    lines.append(":%s - [0:0]" % name)
+                    lines.extend(rules)
+            # 3. hook
+            for chain, line, position in want.jumps:
+                if (chain, line) in keep:
+                    continue
+                spec = line.split(" ", 2)[2]
+                if restore_jumps and (table, chain, line) in restore_jumps:
+                    lines.append("-I %s %d %s" % (chain, restore_jumps[(table, chain, line)], spec))
+                elif position == "last":
+                    lines.append(line)
+                else:
+                    lines.append("-I %s 1 %s" % (chain, spec))
+            # 4. drop chains no longer owned (flush first: nf_tables refuses to delete a referenced chain)
+            for name in doomed:
+                lines += [":%s - [0:0]" % name, "-X %s" % name]
+            # 5. managed built-in policies
+            for chain, verdict in want.policies:
+                if (chain, verdict) not in cur.policies:
+                    lines.append("-P %s %s" % (chain, verdict))
+            lines.append("COMMIT")
+            blocks.append("\n".join(lines))
+        return "\n".join(blocks) + "\n" if blocks else ""
+
+    def apply(self, family, script):
+        restore = self.bins[family][1]
+        argv = [restore, "--noflush", "--wait", str(self.wait)]
+        rc, out, err = self.run(argv, data=script)
+        if rc != 0:
+            raise NetconfineError(
+                "%s rejected the change (rc=%d): %s" % (restore, rc, (err or out).strip()), "backend",
+                command=" ".join(argv), stdin=script, stderr=err)
+
+    def snapshot_jumps(self, tables, current):
+        """(table, chain, line) -> index of every owned jump, for rollback."""
+        out = {}
+        for table, owned in current.items():
+            for chain, line, _p in owned.jumps:
+                rules = tables[table].chain_rules(chain)
+                out[(table, chain, line)] = rules.index(line) + 1
+        return out
+
+    # ---------------------------------------------------------- helpers
+
+    @staticmethod
+    def _managed_policies(policy, family):
+        out = {}
+        if family not in policy.families:
+            return out
+        for chain in policy.chains:
+            if chain.hook and chain.builtin_policy:
+                out[(chain.table, chain.hook.builtin)] = chain.builtin_policy if policy.present else "ACCEPT"
+        return out
+
+    @staticmethod
+    def _freeze(tables):
+        return dict(
+            (name, Owned(name, tuple(sorted(e["chains"])), tuple(sorted(e["jumps"])), tuple(sorted(e["policies"]))))
+            for name, e in tables.items())

@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Render the model as the exact lines ``iptables-save`` prints.
+
+Private to the paranoid.netconfine collection. Pure functions, no I/O: what
+we want and what the kernel has compare as text. The canonical forms
+(``-d 127.0.0.1/32``, ``-p tcp -m tcp``, ``--log-level`` omitted at 4,
+owner options in the kernel's order, quoting) are those of iptables 1.8
+(nf_tables and legacy); the integration tier round-trips them through the
+kernel.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import REJECT_REASONS
+
+_NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def quote(value):
+    """Quote a string the way xtables_save_string does (we never emit " \\ ')."""
+    if value and all(c in _NO_QUOTE for c in value):
+        return value
+    return '"%s"' % value
+
+
+def _neg(flag):
+    return "! " if flag else ""
+
+
+def _range(pair, sep):
+    low, high = pair
+    return str(low) if low == high else "%d%s%d" % (low, sep, high)
+
+
+def _ports(m):
+    out = "-m %s" % m.protocol
+    if m.sport is not None:
+        out += " %s--sport %s" % (_neg(m.sport_negate), _range(m.sport, ":"))
+    if m.dport is not None:
+        out += " %s--dport %s" % (_neg(m.dport_negate), _range(m.dport, ":"))
+    return out
+
+
+def _icmp(m):
+    if m.family == 4:
+        return "-m icmp %s--icmp-type %s" % (_neg(m.negate), m.type)
+    return "-m icmp6 %s--icmpv6-type %s" % (_neg(m.negate), m.type)
+
+
+def _owner(m):
+    parts = ["-m owner"]
+    if m.socket_exists is not None:
+        parts.append("%s--socket-exists" % _neg(not m.socket_exists))
+    if m.uid is not None:
+        parts.append("%s--uid-owner %s" % (_neg(m.uid_negate), _range(m.uid, "-")))
+    if m.gid is not None:
+        parts.append("%s--gid-owner %s" % (_neg(m.gid_negate), _range(m.gid, "-")))
+        if m.suppl_groups:
+            parts.append("--suppl-groups")
+    return " ".join(parts)
+
+
+def _cgroup(m):
+    return "-m cgroup %s--path %s" % (_neg(m.negate), quote(m.path))
+
+
+def _conntrack(m):
+    return "-m conntrack --ctstate %s" % ",".join(m.states)
+
+
+def _limit(m):
+    out = "-m limit --limit %d/%s" % (m.rate, m.unit)
+    if m.burst != 5:
+        out += " --limit-burst %d" % m.burst
+    return out
+
+
+def _comment(m):
+    return "-m comment --comment %s" % quote(m.text)
+
+
+MATCHES = {
+    model.Ports: _ports,
+    model.Icmp: _icmp,
+    model.Owner: _owner,
+    model.Cgroup: _cgroup,
+    model.Conntrack: _conntrack,
+    model.Limit: _limit,
+    model.Comment: _comment,
+}
+
+
+def _target(target, family):
+    if isinstance(target, model.Verdict):
+        return "-j %s" % target.name
+    if isinstance(target, model.Reject):
+        return "-j REJECT --reject-with %s" % REJECT_REASONS[target.reason][0 if family == 4 else 1]
+    if isinstance(target, model.Log):
+        out = "-j LOG"
+        if target.prefix:
+            out += " --log-prefix %s" % quote(target.prefix)
+        if target.level != 4:
+            out += " --log-level %d" % target.level
+        return out
+    if isinstance(target, model.Jump):
+        return "-j %s" % target.chain
+    raise TypeError("no iptables form for target %r" % (target,))
+
+
+def render_rule(chain, rule):
+    """One rule as ``-A CHAIN ...`` exactly as iptables-save prints it."""
+    parts = ["-A", chain]
+    if rule.source is not None:
+        parts += [_neg(rule.source_negate) + "-s", str(rule.source)]
+    if rule.destination is not None:
+        parts += [_neg(rule.destination_negate) + "-d", str(rule.destination)]
+    if rule.in_interface is not None:
+        parts += [_neg(rule.in_interface_negate) + "-i", rule.in_interface]
+    if rule.out_interface is not None:
+        parts += [_neg(rule.out_interface_negate) + "-o", rule.out_interface]
+    if rule.protocol is not None:
+        parts += ["-p", rule.protocol]
+    for match in rule.matches:
+        try:
+            parts.append(MATCHES[type(match)](match))
+        except KeyError:
+            raise TypeError("no iptables form for match %r" % (match,))
+    parts.append(_target(rule.target, rule.family))
+    return " ".join(parts)
+
+
+def render_jump(policy, chain):
+    """The tagged jump from the built-in chain into an owned chain."""
+    return "-A %s -m comment --comment %s -j %s" % (chain.hook.builtin, quote(policy.tag), chain.name)
+
+
+def render_chain(chain):
+    return tuple(render_rule(chain.name, rule) for rule in chain.rules)

@@ -1,0 +1,172 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backend-neutral model of what a netconfine task owns.
+
+Private to the paranoid.netconfine collection. Every netfilter module builds a
+``Policy`` (chains it owns, hooks into built-in chains, rules made of typed
+matches and one target); every backend renders it (iptables-save text, nft
+JSON) and reads the kernel back into the same terms. All classes are frozen
+and normalised at construction (ids not names, canonical networks), so ``==``
+means "the same rule in the kernel".
+
+A later module adds match or target classes here and teaches each renderer
+to print them; the engine and the backends' appliers stay as they are.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+FAMILIES = (4, 6)
+
+
+# ---------------------------------------------------------------- matches
+
+@dataclass(frozen=True)
+class Ports:
+    """``-p tcp -m tcp --sport/--dport`` (tcp, udp, sctp, udplite)."""
+    protocol: str
+    sport: Optional[Tuple[int, int]] = None
+    sport_negate: bool = False
+    dport: Optional[Tuple[int, int]] = None
+    dport_negate: bool = False
+
+
+@dataclass(frozen=True)
+class Icmp:
+    """ICMP type (family 4) or ICMPv6 type (family 6), canonical numeric text."""
+    family: int
+    type: str
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Socket owner of a locally generated packet.
+
+    ``uid``/``gid`` are inclusive id ranges. ``suppl_groups`` widens ``gid`` from
+    the process's effective group to any of its groups (primary or
+    supplementary). ``gid_members`` are the uids that have ``gid`` as a group on
+    this host at converge time; backends that cannot match supplementary groups
+    (nftables) use them instead.
+    """
+    uid: Optional[Tuple[int, int]] = None
+    uid_negate: bool = False
+    gid: Optional[Tuple[int, int]] = None
+    gid_negate: bool = False
+    suppl_groups: bool = False
+    socket_exists: Optional[bool] = None
+    gid_members: Tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cgroup:
+    """cgroup v2 path of the sending socket."""
+    path: str
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class Conntrack:
+    states: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Limit:
+    rate: int
+    unit: str           # sec, min, hour, day
+    burst: int = 5
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str
+
+
+# ---------------------------------------------------------------- targets
+
+@dataclass(frozen=True)
+class Verdict:
+    """ACCEPT, DROP or RETURN."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str = "port-unreachable"     # a key of fields.REJECT_REASONS
+
+
+@dataclass(frozen=True)
+class Log:
+    prefix: Optional[str] = None
+    level: int = 4
+
+
+@dataclass(frozen=True)
+class Jump:
+    chain: str
+
+
+# ---------------------------------------------------------------- structure
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule for one IP family: header matches, extension matches in kernel order, a target."""
+    family: int
+    target: object
+    protocol: Optional[str] = None
+    source: object = None            # ipaddress network
+    source_negate: bool = False
+    destination: object = None
+    destination_negate: bool = False
+    in_interface: Optional[str] = None
+    in_interface_negate: bool = False
+    out_interface: Optional[str] = None
+    out_interface_negate: bool = False
+    matches: Tuple[object, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A tagged jump from a built-in chain into an owned chain."""
+    builtin: str                       # OUTPUT, POSTROUTING, ...
+    position: str = "first"            # first: before every foreign rule; last: after
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chain the task owns outright: its whole content is ours."""
+    table: str
+    name: str
+    rules: Tuple[Rule, ...] = ()
+    hook: Optional[Hook] = None
+    builtin_policy: Optional[str] = None    # managed policy of hook.builtin: ACCEPT or DROP
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything one module task owns on a host."""
+    name: str                                   # the task name; tags the jumps
+    chains: Tuple[Chain, ...] = ()
+    families: Tuple[int, ...] = FAMILIES
+    present: bool = True
+    resolved: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def chains_for(self, family):
+        """Owned chains with only the rules of one family (empty if not present / family excluded)."""
+        if not self.present or family not in self.families:
+            return ()
+        return tuple(Chain(c.table, c.name, tuple(r for r in c.rules if r.family == family), c.hook,
+                           c.builtin_policy) for c in self.chains)
+
+    @property
+    def chain_names(self):
+        return frozenset(c.name for c in self.chains)
+
+    @property
+    def tag(self):
+        return "netconfine:%s" % self.name

@@ -1,0 +1,105 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every netfilter module's main() shares: common options, backend
+choice, state handling and turning engine errors into fail_json.
+
+Private to the paranoid.netconfine collection. A module is its docs, its
+own argument spec and one call: ``run_module(spec, build_policy)``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
+
+COMMON_ARGS = dict(
+    name=dict(type="str", required=True),
+    state=dict(type="str", default="present", choices=["present", "absent", "rendered"]),
+    backend=dict(type="str", default="auto", choices=["auto", "iptables", "nftables"]),
+    ip_version=dict(type="str", default="both", choices=["ipv4", "ipv6", "both"]),
+    lock_timeout=dict(type="int", default=60),
+    xtables_wait=dict(type="int", default=10),
+)
+
+
+def _runner(module):
+    def run(argv, data=None):
+        return module.run_command(argv, data=data, binary_data=True, check_rc=False)
+    return run
+
+
+def iptables_backend(module, run):
+    bins = {}
+    for family, prefix in ((4, "iptables"), (6, "ip6tables")):
+        save = module.get_bin_path(prefix + "-save")
+        restore = module.get_bin_path(prefix + "-restore")
+        bins[family] = (save, restore) if save and restore else None
+    return IptablesBackend(run, bins, wait=module.params["xtables_wait"])
+
+
+# name -> factory(module, run) -> backend, or None where the host cannot run it.
+BACKENDS = {"iptables": iptables_backend}
+AUTO_ORDER = ("nftables", "iptables")
+
+
+def choose_backends(module, run):
+    """The backend to converge with first, then every other usable one (to clean up after a switch)."""
+    usable = []
+    for name in AUTO_ORDER:
+        factory = BACKENDS.get(name)
+        backend = factory(module, run) if factory else None
+        if backend is not None and backend.usable():
+            usable.append(backend)
+    wanted = module.params["backend"]
+    if wanted == "auto":
+        if not usable:
+            raise NetconfineError("no usable netfilter backend: install iptables or nftables", "backend")
+        return usable
+    chosen = [b for b in usable if b.name == wanted]
+    if not chosen:
+        raise NetconfineError("backend %s is not available on this host" % wanted, "backend")
+    return chosen + [b for b in usable if b.name != wanted]
+
+
+def render_only(policy, backend):
+    """state=rendered: what would be applied on an empty host; no root, no kernel."""
+    rendered, scripts = {}, {}
+    for family in (4, 6):
+        desired = backend.render(policy, family)
+        label = "%s %s" % (backend.name, family)
+        rendered[label] = "".join("\n".join(o.lines()) + "\n" for _t, o in sorted(desired.items()))
+        scripts[label] = backend.script({}, {}, desired)
+    return {"changed": False, "backend": backend.name, "rendered": rendered, "scripts": scripts}
+
+
+def run_module(argument_spec, build_policy, **module_kwargs):
+    """Build the module, model, backends; converge; exit. The whole main() of a netfilter module."""
+    spec = dict(COMMON_ARGS)
+    spec.update(argument_spec)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kwargs)
+    try:
+        policy = build_policy(module.params)
+        run = _runner(module)
+        if module.params["state"] == "rendered":
+            wanted = module.params["backend"]
+            factory = BACKENDS.get("iptables" if wanted == "auto" else wanted)
+            if factory is None:
+                raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
+            result = render_only(policy, factory(module, run))
+        else:
+            result = engine.converge(policy, choose_backends(module, run), check_mode=module.check_mode,
+                                     lock_timeout=module.params["lock_timeout"])
+    except NetconfineError as exc:
+        module.fail_json(msg=str(exc), field=exc.field, **exc.details)
+    result["chains"] = sorted(policy.chain_names)
+    if policy.resolved:
+        result["resolved"] = policy.resolved
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
