@@ -13,7 +13,7 @@ short_description: Allow or deny network use by the user, group or cgroup that o
 version_added: 0.1.0
 description:
   - Manages an ordered list of netfilter rules that match the owner of locally generated packets
-    (C(-m owner), C(-m cgroup)): who on this host may connect where.
+    (C(-m owner), C(-m cgroup)). In short, who on this host may connect where.
   - The task owns one chain per table and IP family, named C(NC-<name>-<hash>), plus one tagged jump into it
     from the built-in chain O(chain). The whole chain is replaced in one atomic
     C(iptables-restore --noflush) per family; rules of other tools (Docker, firewalld, kube-proxy, fail2ban)
