@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import grp
 import pwd
+from functools import lru_cache
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import fields
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
@@ -41,6 +42,7 @@ def gid(value, field):
     return _ids(value, field, lambda n: grp.getgrnam(n).gr_gid, "group")
 
 
+@lru_cache(maxsize=None)
 def group_members(gid_range):
     """Every uid whose primary or supplementary group falls in ``gid_range``."""
     low, high = gid_range
