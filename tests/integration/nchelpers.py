@@ -304,7 +304,7 @@ class TaskResult:
 @dataclasses.dataclass
 class PlaybookRun:
     rc: int
-    output: str  # ansible-playbook's stdout and stderr (default callback), for assertion messages
+    output: str  # command line, stdout and stderr (default callback): use it as the assertion message
     results: dict[str, list[TaskResult]]  # host -> task results in order
     stats: dict[str, dict]  # host -> {ok, changed, failures, unreachable, skipped, ...}
 
@@ -315,9 +315,6 @@ class PlaybookRun:
                 return res
         seen = [r.task for r in self.results.get(host, [])]
         raise KeyError(f"no result for task {name!r} on {host!r}; tasks seen: {seen}\n{self.output}")
-
-    def __str__(self) -> str:
-        return f"ansible-playbook rc={self.rc}\n{self.output}"
 
 
 def inventory(hosts: list[str] | dict[str, dict]) -> dict:
