@@ -23,14 +23,14 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import 
 # Free text that ends up inside iptables-restore or nft -f input. Anything
 # that could close a quote, start a comment, end a statement or a block, or
 # smuggle a second line is refused rather than escaped.
-_TEXT_RE = re.compile(r"^[A-Za-z0-9 _.,:/@+=%()\[\]-]*$")
-_IFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\+?$")
+_TEXT_RE = re.compile(r"^[A-Za-z0-9 _.,:/@+=%()\[\]-]*\Z")
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\+?\Z")
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ID_RANGE_RE = re.compile(r"^([0-9]{1,10})(?:-([0-9]{1,10}))?$")
-_PORT_RE = re.compile(r"^([0-9]{1,5})(?:[:-]([0-9]{1,5}))?$")
-_ACCOUNT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_ID_RANGE_RE = re.compile(r"^([0-9]{1,10})(?:-([0-9]{1,10}))?\Z")
+_PORT_RE = re.compile(r"^([0-9]{1,5})(?:[:-]([0-9]{1,5}))?\Z")
+_ACCOUNT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
 
 CHAIN_PREFIX = "NC-"
 CHAIN_MAX = 28
@@ -109,12 +109,12 @@ def address(value, field):
 
 
 def looks_like_address(value):
-    return bool(re.match(r"^[0-9a-fA-F:.]+(/[0-9]+)?$", value)) and (":" in value or re.match(r"^[0-9./]+$", value))
+    return bool(re.match(r"^[0-9a-fA-F:.]+(/[0-9]+)?\Z", value)) and (":" in value or re.match(r"^[0-9./]+\Z", value))
 
 
 def resolve_host(value, field):
     """A hostname, resolved by the target's resolver into IPv4 and IPv6 networks."""
-    if not _HOSTNAME_RE.match(value) or re.match(r"^[0-9.]+$", value):
+    if not _HOSTNAME_RE.match(value) or re.match(r"^[0-9.]+\Z", value):
         raise NetconfineError("%r is neither a valid address/CIDR nor a valid hostname" % (value,), field)
     try:
         infos = socket.getaddrinfo(value, None, 0, socket.SOCK_STREAM)
@@ -202,7 +202,7 @@ def account_name(value, field):
 
 LIMIT_UNITS = {"s": "sec", "sec": "sec", "second": "sec", "m": "min", "min": "min", "minute": "min",
                "h": "hour", "hour": "hour", "d": "day", "day": "day"}
-_LIMIT_RE = re.compile(r"^([0-9]{1,6})/([a-z]+)$")
+_LIMIT_RE = re.compile(r"^([0-9]{1,6})/([a-z]+)\Z")
 
 
 def limit(value, field):
@@ -255,7 +255,7 @@ ICMPV6_TYPES = {
     "neighbor-solicitation": "135", "neighbour-advertisement": "136", "neighbor-advertisement": "136",
     "redirect": "137",
 }
-_ICMP_NUM_RE = re.compile(r"^([0-9]{1,3})(?:/([0-9]{1,3}))?$")
+_ICMP_NUM_RE = re.compile(r"^([0-9]{1,3})(?:/([0-9]{1,3}))?\Z")
 
 
 def icmp_type(value, family, field):
