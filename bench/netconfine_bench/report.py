@@ -1,0 +1,266 @@
+"""Medians, ranges, ratios and targets, printed as Markdown tables.
+
+Ratios are between medians of the same run. Where the peer
+(``ansible.builtin.iptables``) was not run at a size, its time is a linear
+least-squares fit over the sizes it was run at, marked ``~`` and "(est.)".
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from netconfine_bench.suite import FLOOR, PEER, variant_name
+
+# Issue 13 targets.
+FLOOR_RATIO_MAX = 1.3       # module / floor at the reference size, converge and rerun
+FLOOR_RATIO_AT = 1000
+LINEAR_MAX = 3.5            # t(3000) / t(1000)
+FLEET_RATIO_MAX = 6.0       # fleet wall / one host
+
+
+class Stat:
+    def __init__(self, samples, estimated=False):
+        self.seconds = [s["s"] for s in samples]
+        self.rss = max((s["rss"] for s in samples), default=0)
+        self.estimated = estimated
+
+    @classmethod
+    def estimate(cls, seconds):
+        stat = cls([], estimated=True)
+        stat.seconds = [seconds]
+        return stat
+
+    @property
+    def median(self):
+        return statistics.median(self.seconds)
+
+    def cell(self):
+        if self.estimated:
+            return "~%s (est.)" % _s(self.median)
+        if len(self.seconds) == 1:
+            return "%s (1 run)" % _s(self.median)
+        return "%s (%s–%s)" % (_s(self.median), _s(min(self.seconds)), _s(max(self.seconds)))
+
+
+def _s(seconds):
+    return "%.2f" % seconds if seconds < 100 else "%.0f" % seconds
+
+
+def _stat(results, section, key, phase):
+    samples = results["samples"].get(section, {}).get(key, {}).get(phase)
+    return Stat(samples) if samples else None
+
+
+def _fit(points):
+    """Least-squares line through (n, seconds); (intercept, slope)."""
+    if len(points) < 2:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def peer_stats(results, phase):
+    """{N: Stat} for the peer at every size, measured or estimated."""
+    sizes = results["config"]["sizes"]
+    measured = dict((n, _stat(results, str(n), PEER, phase)) for n in sizes)
+    measured = dict((n, s) for n, s in measured.items() if s)
+    fit = _fit([(n, s.median) for n, s in measured.items()])
+    out = dict(measured)
+    for n in sizes:
+        if n not in out and fit:
+            out[n] = Stat.estimate(fit[0] + fit[1] * n)
+    return out
+
+
+def _ratio(a, b):
+    if a is None or b is None or not b.median:
+        return None
+    return a.median / b.median
+
+
+def _r(value):
+    return "–" if value is None else "%.2f" % value
+
+
+def size_table(results):
+    cfg = results["config"]
+    backends = cfg["backends"]
+    peers = {phase: peer_stats(results, phase) for phase in ("converge", "rerun")}
+    lines = [
+        "| N | variant | converge s, median (min–max) | rerun s, median (min–max) | peak RSS MB | "
+        "÷ floor converge | ÷ floor rerun |",
+        "|---:|---|---|---|---:|---:|---:|",
+    ]
+    for n in cfg["sizes"]:
+        sec = str(n)
+        rows = []
+        for backend in backends:
+            floor = {p: _stat(results, sec, variant_name(FLOOR, backend), p) for p in ("converge", "rerun")}
+            rows.append(("floor %s" % backend, floor, floor))
+            module = {p: _stat(results, sec, variant_name("module", backend), p) for p in ("converge", "rerun")}
+            rows.append(("%s %s" % (cfg["scenario"], backend), module, floor))
+        if "iptables" in backends and n in peers["converge"]:
+            floor = {p: _stat(results, sec, variant_name(FLOOR, "iptables"), p) for p in ("converge", "rerun")}
+            rows.append(("peer ansible.builtin.iptables", {p: peers[p].get(n) for p in peers}, floor))
+        for label, stat, floor in rows:
+            if not stat["converge"]:
+                continue
+            rss = max(s.rss for s in stat.values() if s)
+            lines.append("| %d | %s | %s | %s | %s | %s | %s |" % (
+                n, label, stat["converge"].cell(), stat["rerun"].cell() if stat["rerun"] else "–",
+                "%d" % (rss // 1024) if rss else "–",
+                _r(_ratio(stat["converge"], floor["converge"])), _r(_ratio(stat["rerun"], floor["rerun"]))))
+    return "\n".join(lines)
+
+
+def floor_breakdown(results):
+    cfg = results["config"]
+    lines = ["| N | floor | ansible trivial task s | read (empty) s | apply s | read (loaded) s |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for n in cfg["sizes"]:
+        for backend in cfg["backends"]:
+            key = variant_name(FLOOR, backend)
+            parts = [_stat(results, str(n), key, p) for p in ("ansible", "read", "apply", "read_full")]
+            if all(parts):
+                lines.append("| %d | %s | %s |" % (n, backend, " | ".join("%.3f" % p.median for p in parts)))
+    return "\n".join(lines)
+
+
+def fleet_table(results):
+    cfg = results["config"]
+    if "fleet" not in results["samples"]:
+        return ""
+    lines = ["| %d hosts × %d rules, forks %d | converge s, median (min–max) | rerun s, median (min–max) | "
+             "peak RSS MB |" % (cfg["fleet_hosts"], cfg["fleet_rules"], cfg["fleet_forks"]),
+             "|---|---|---|---:|"]
+    for key in ("floor one host", "module one host", "floor fleet", "module fleet"):
+        conv, rerun = _stat(results, "fleet", key, "converge"), _stat(results, "fleet", key, "rerun")
+        if conv:
+            label = key.replace("module", cfg["scenario"]).replace("floor", "trivial task")
+            lines.append("| %s | %s | %s | %d |" % (label, conv.cell(), rerun.cell() if key.startswith("module")
+                                                    else "–", max(conv.rss, rerun.rss) // 1024))
+    return "\n".join(lines)
+
+
+def targets(results):
+    """[(description, measured, limit, met or None)]."""
+    cfg = results["config"]
+    out = []
+    ref = FLOOR_RATIO_AT if FLOOR_RATIO_AT in cfg["sizes"] else max(cfg["sizes"])
+    for backend in cfg["backends"]:
+        for phase in ("converge", "rerun"):
+            module = _stat(results, str(ref), variant_name("module", backend), phase)
+            floor = _stat(results, str(ref), variant_name(FLOOR, backend), phase)
+            ratio = _ratio(module, floor)
+            out.append(("%s %s %s ÷ floor at N=%d" % (cfg["scenario"], backend, phase, ref), ratio,
+                        FLOOR_RATIO_MAX, None if ratio is None else ratio <= FLOOR_RATIO_MAX))
+    if 1000 in cfg["sizes"] and 3000 in cfg["sizes"]:
+        for backend in cfg["backends"]:
+            for phase in ("converge", "rerun"):
+                key = variant_name("module", backend)
+                t1, t3 = _stat(results, "1000", key, phase), _stat(results, "3000", key, phase)
+                ratio = _ratio(t3, t1)
+                out.append(("%s %s %s t(3000) ÷ t(1000)" % (cfg["scenario"], backend, phase), ratio, LINEAR_MAX,
+                            None if ratio is None else ratio <= LINEAR_MAX))
+    for phase in ("converge", "rerun"):
+        fleet, one = _stat(results, "fleet", "module fleet", phase), _stat(results, "fleet", "module one host", phase)
+        ratio = _ratio(fleet, one)
+        if ratio is not None:
+            out.append(("fleet %d×%d forks %d %s ÷ one host" % (cfg["fleet_hosts"], cfg["fleet_rules"],
+                                                              cfg["fleet_forks"], phase),
+                        ratio, FLEET_RATIO_MAX, ratio <= FLEET_RATIO_MAX))
+    return out
+
+
+def targets_table(results):
+    lines = ["| target | measured | limit | met |", "|---|---:|---:|---|"]
+    for what, value, limit, met in targets(results):
+        lines.append("| %s | %s | ≤ %.1f | %s |" % (what, _r(value), limit,
+                                                     "n/a" if met is None else ("yes" if met else "**NO**")))
+    return "\n".join(lines)
+
+
+def marginal_table(results):
+    """Cost per added rule between consecutive sizes: linear means flat."""
+    cfg = results["config"]
+    sizes = cfg["sizes"]
+    lines = ["| variant | phase | " + " | ".join("ms/rule %d→%d" % (a, b) for a, b in zip(sizes, sizes[1:])) + " |",
+             "|---|---|" + "---:|" * (len(sizes) - 1)]
+    keys = [variant_name(k, b) for b in cfg["backends"] for k in (FLOOR, "module")]
+    for key in keys:
+        for phase in ("converge", "rerun"):
+            stats = [_stat(results, str(n), key, phase) for n in sizes]
+            if not all(stats):
+                continue
+            cells = ["%.3f" % (1000 * (b.median - a.median) / (nb - na))
+                     for (a, na), (b, nb) in zip(zip(stats, sizes), zip(stats[1:], sizes[1:]))]
+            lines.append("| %s | %s | %s |" % (key.replace("module", cfg["scenario"]), phase, " | ".join(cells)))
+    peer = peer_stats(results, "converge")
+    measured = [n for n in sizes if n in peer and not peer[n].estimated]
+    if len(measured) >= 2:
+        fit = _fit([(n, peer[n].median) for n in measured])
+        lines.append("| peer ansible.builtin.iptables | converge | %.1f ms/rule (fit over N=%s) |%s" % (
+            1000 * fit[1], ",".join(map(str, measured)), " |" * (len(sizes) - 2)))
+    return "\n".join(lines)
+
+
+def peer_ratios(results):
+    cfg = results["config"]
+    if "iptables" not in cfg["backends"]:
+        return ""
+    lines = ["| N | peer ÷ %s converge | peer ÷ %s rerun |" % (cfg["scenario"], cfg["scenario"]), "|---:|---:|---:|"]
+    peers = {phase: peer_stats(results, phase) for phase in ("converge", "rerun")}
+    for n in cfg["sizes"]:
+        cells = []
+        for phase in ("converge", "rerun"):
+            peer, module = peers[phase].get(n), _stat(results, str(n), variant_name("module", "iptables"), phase)
+            ratio = _ratio(peer, module)
+            cells.append("–" if ratio is None else ("~%.0f (est.)" if peer.estimated else "%.1f") % ratio)
+        lines.append("| %d | %s |" % (n, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def render(results):
+    env = results["environment"]
+    cfg = results["config"]
+    notes = results.get("notes", [])
+    parts = [
+        "## Converge benchmark: %s (%s)" % (cfg["scenario"], env["date"]),
+        "",
+        "`%s` — kernel %s, %s CPUs, load %s → %s; %s; %s; %s; commit %s." % (
+            " ".join(cfg["argv"]), env["kernel"], env["cpus"],
+            "/".join("%.1f" % x for x in env["loadavg_at_start"]),
+            "/".join("%.1f" % x for x in env.get("loadavg_at_end", env["loadavg_at_start"])),
+            env["ansible"], env["iptables"], env["nft"], env["commit"]),
+        "",
+        "Medians of %d runs (peer: %d runs at N=%s), whole `ansible-playbook` processes, fresh namespace hosts. "
+        "Floor converge = one trivial task + one read + one apply of the same ruleset; floor rerun = one trivial "
+        "task + one read of the loaded ruleset. Peak RSS: largest process of the run's tree."
+        % (cfg["runs"], cfg["peer_runs"], ",".join(map(str, cfg["peer_sizes"])) or "none"),
+        "",
+        size_table(results),
+        "",
+        "### Targets",
+        "",
+        targets_table(results),
+        "",
+        "### Peer (ansible.builtin.iptables, one task looping over the rules)",
+        "",
+        peer_ratios(results),
+        "",
+        "### Cost per added rule",
+        "",
+        marginal_table(results),
+        "",
+        "### Floor breakdown (medians)",
+        "",
+        floor_breakdown(results),
+    ]
+    fleet = fleet_table(results)
+    if fleet:
+        parts += ["", "### Fleet", "", fleet]
+    if notes:
+        parts += ["", "### Notes", ""] + ["- %s" % n for n in notes]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,218 @@
+"""The measurements: per size N, and the fleet.
+
+Each round measures every variant at every size once, in a fixed order, so
+that noise from other work on the machine spreads over all variants alike;
+ratios are taken between medians of the same run. Every measurement starts
+from fresh, empty namespaces ("converge from empty"), then reruns the same
+playbook ("no-change rerun"); ansible-playbook must report changed, then not
+changed, and the kernel must hold the N rules, or the run stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from netconfine_bench import namespaces, playbooks
+from netconfine_bench.processes import timed
+from netconfine_bench.scenarios import Scenario
+
+FLOOR = "floor"
+PEER = "peer"
+
+
+def variant_name(kind: str, backend: str | None = None) -> str:
+    """'floor iptables', 'module iptables', 'peer' - the keys of the samples."""
+    return "%s %s" % (kind, backend) if backend else kind
+
+
+@dataclasses.dataclass
+class Config:
+    scenario: Scenario
+    sizes: tuple = (10, 100, 1000, 3000)
+    runs: int = 3
+    peer_sizes: tuple = (10, 100)
+    peer_runs: int = 3
+    backends: tuple = ("iptables",)
+    fleet_hosts: int = 50
+    fleet_rules: int = 200
+    fleet_forks: int = 10
+    fleet_runs: int = 3
+    log: object = sys.stderr
+
+
+@dataclasses.dataclass
+class Results:
+    """Raw samples: samples[section][key][phase] = [{"s": seconds, "rss": kB}, ...]."""
+    config: dict
+    environment: dict
+    samples: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, section: str, key: str, phase: str, seconds: float, rss_kb: int) -> None:
+        self.samples.setdefault(section, {}).setdefault(key, {}).setdefault(phase, []).append(
+            {"s": round(seconds, 4), "rss": rss_kb})
+
+    def as_dict(self) -> dict:
+        return {"config": self.config, "environment": self.environment, "samples": self.samples}
+
+
+def _say(config: Config, text: str) -> None:
+    print(text, file=config.log, flush=True)
+
+
+def _version(argv) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unavailable"
+
+
+def environment() -> dict:
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "ansible": _version([str(playbooks.ANSIBLE_PLAYBOOK), "--version"]),
+        "iptables": _version(["iptables", "--version"]),
+        "nft": _version(["nft", "--version"]),
+        "commit": _version(["git", "-C", str(playbooks.ROOT), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+# ------------------------------------------------------------------ availability
+
+def backend_available(scenario: Scenario, backend: str) -> tuple:
+    """(usable, reason): run the module once with ``backend`` on a scratch namespace."""
+    if backend == "nftables" and not shutil.which("nft"):
+        return False, "nft not installed"
+    with namespaces.hosts(1) as hosts:
+        params = dict(scenario.params(1), backend=backend)
+        with playbooks.PlaybookRun(hosts, [playbooks.module_task(scenario.module, params)]) as pb:
+            try:
+                pb.run(expect_changed=True)
+            except RuntimeError as exc:
+                lines = [l for l in str(exc).splitlines() if "msg" in l or "FAILED" in l or "ERROR" in l]
+                return False, (lines[-1].strip() if lines else str(exc).splitlines()[0])[:300]
+    return True, ""
+
+
+# ------------------------------------------------------------------ one size
+
+def _check_rules(ns: str, backend: str, n: int, what: str) -> None:
+    """The kernel holds the N rules (plus at most the jump and a hook rule)."""
+    count = namespaces.iptables_rule_count(ns) if backend == "iptables" else namespaces.nft_rule_count(ns)
+    if not n <= count <= n + 2:
+        raise RuntimeError("%s in %s: the kernel holds %d %s rules, expected %d" % (what, ns, count, backend, n))
+
+
+def measure_floor(results: Results, config: Config, n: int, backend: str, workdir: str) -> str:
+    """Trivial task + one read + one apply of the same ruleset (converge); trivial task + one read (rerun)."""
+    text = config.scenario.floor(n, backend)
+    with namespaces.hosts(1) as hosts:
+        ns = hosts[0]
+        with playbooks.PlaybookRun(hosts, [playbooks.trivial_task()], workdir=workdir) as pb:
+            trivial, _ = pb.run()
+        if backend == "iptables":
+            read = ["ip", "netns", "exec", ns, "iptables-save"]
+            apply, data = ["ip", "netns", "exec", ns, "iptables-restore", "--noflush", "--wait", "10"], text
+        else:
+            path = Path(workdir) / "floor.nft"
+            path.write_text(text)
+            read = ["ip", "netns", "exec", ns, "nft", "list", "ruleset"]
+            apply, data = ["ip", "netns", "exec", ns, "nft", "-f", str(path)], None
+        read_empty = timed(read).check()
+        applied = timed(apply, data=data).check()
+        _check_rules(ns, backend, n, "floor")
+        read_full = timed(read).check()
+    key = variant_name(FLOOR, backend)
+    rss = max(trivial.max_rss_kb, read_empty.max_rss_kb, applied.max_rss_kb, read_full.max_rss_kb)
+    results.add(str(n), key, "ansible", trivial.seconds, trivial.max_rss_kb)
+    results.add(str(n), key, "read", read_empty.seconds, read_empty.max_rss_kb)
+    results.add(str(n), key, "apply", applied.seconds, applied.max_rss_kb)
+    results.add(str(n), key, "read_full", read_full.seconds, read_full.max_rss_kb)
+    converge = trivial.seconds + read_empty.seconds + applied.seconds
+    rerun = trivial.seconds + read_full.seconds
+    results.add(str(n), key, "converge", converge, rss)
+    results.add(str(n), key, "rerun", rerun, max(trivial.max_rss_kb, read_full.max_rss_kb))
+    return "%s %.2fs (ansible %.2f + read %.3f + apply %.3f) / rerun %.2fs" % (
+        key, converge, trivial.seconds, read_empty.seconds, applied.seconds, rerun)
+
+
+def measure_tasks(results: Results, section: str, key: str, hosts_count: int, tasks, check_backend: str,
+                  n: int, forks: int, workdir: str) -> str:
+    """Converge from empty (changed) then rerun (not changed) on fresh namespaces; the kernel holds N rules."""
+    with namespaces.hosts(hosts_count) as hosts:
+        with playbooks.PlaybookRun(hosts, tasks, forks=forks, workdir=workdir) as pb:
+            converge, _ = pb.run(expect_changed=True)
+            for ns in (hosts[0], hosts[-1]):
+                _check_rules(ns, check_backend, n, key)
+            rerun, _ = pb.run(expect_changed=False)
+    results.add(section, key, "converge", converge.seconds, converge.max_rss_kb)
+    results.add(section, key, "rerun", rerun.seconds, rerun.max_rss_kb)
+    return "%s %.2fs / rerun %.2fs (%d MB)" % (key, converge.seconds, rerun.seconds,
+                                              max(converge.max_rss_kb, rerun.max_rss_kb) // 1024)
+
+
+def measure_trivial(results: Results, section: str, key: str, hosts_count: int, forks: int, workdir: str) -> str:
+    with namespaces.hosts(hosts_count) as hosts:
+        with playbooks.PlaybookRun(hosts, [playbooks.trivial_task()], forks=forks, workdir=workdir) as pb:
+            trivial, _ = pb.run()
+    results.add(section, key, "converge", trivial.seconds, trivial.max_rss_kb)
+    results.add(section, key, "rerun", trivial.seconds, trivial.max_rss_kb)
+    return "%s %.2fs" % (key, trivial.seconds)
+
+
+def _module_tasks(scenario: Scenario, n: int, backend: str) -> list:
+    return [playbooks.module_task(scenario.module, dict(scenario.params(n), backend=backend))]
+
+
+def run_suite(config: Config) -> Results:
+    scenario = config.scenario
+    results = Results(
+        config={"scenario": scenario.name, "module": scenario.module, "sizes": list(config.sizes),
+                "runs": config.runs, "peer_sizes": list(config.peer_sizes), "peer_runs": config.peer_runs,
+                "backends": list(config.backends), "fleet_hosts": config.fleet_hosts,
+                "fleet_rules": config.fleet_rules, "fleet_forks": config.fleet_forks,
+                "fleet_runs": config.fleet_runs, "argv": sys.argv},
+        environment=environment())
+    with tempfile.TemporaryDirectory(prefix="ncb-") as workdir:
+        for round_ in range(max(config.runs, config.peer_runs if config.peer_sizes else 0)):
+            for n in config.sizes:
+                steps = []
+                if round_ < config.runs:
+                    for backend in config.backends:
+                        steps.append(lambda b=backend: measure_floor(results, config, n, b, workdir))
+                        steps.append(lambda b=backend: measure_tasks(
+                            results, str(n), variant_name("module", b), 1, _module_tasks(scenario, n, b), b, n, 5,
+                            workdir))
+                if scenario.peer and n in config.peer_sizes and round_ < config.peer_runs:
+                    steps.append(lambda: measure_tasks(
+                        results, str(n), PEER, 1, [playbooks.peer_task(scenario.peer(n))], "iptables", n, 5,
+                        workdir))
+                for step in steps:
+                    _say(config, "[round %d] N=%d %s" % (round_ + 1, n, step()))
+        if config.fleet_hosts:
+            section = "fleet"
+            h, r, f = config.fleet_hosts, config.fleet_rules, config.fleet_forks
+            tasks = _module_tasks(scenario, r, "iptables")
+            steps = (
+                lambda: measure_trivial(results, section, "floor one host", 1, f, workdir),
+                lambda: measure_tasks(results, section, "module one host", 1, tasks, "iptables", r, f, workdir),
+                lambda: measure_trivial(results, section, "floor fleet", h, f, workdir),
+                lambda: measure_tasks(results, section, "module fleet", h, tasks, "iptables", r, f, workdir),
+            )
+            for round_ in range(config.fleet_runs):
+                for step in steps:
+                    _say(config, "[fleet round %d] %dx%d forks %d: %s" % (round_ + 1, h, r, f, step()))
+    results.environment["loadavg_at_end"] = os.getloadavg()
+    return results
