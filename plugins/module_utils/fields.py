@@ -83,10 +83,11 @@ def chain_name(name, suffix=""):
 
 def interface(value, field):
     value, negate = negation(value)
-    if not isinstance(value, str) or not _IFACE_RE.match(value):
+    # IFNAMSIZ is 16 with the NUL: a wildcard '+' counts against the 15 characters
+    if not isinstance(value, str) or not _IFACE_RE.match(value) or len(value) > 15:
         raise NetconfineError(
             "must be an interface name of 1-15 characters (letters, digits, '_', '.', '@', '-', "
-            "optional trailing '+'), got %r" % (value,), field)
+            "optional trailing '+' included in the 15), got %r" % (value,), field)
     return value, negate
 
 
@@ -112,9 +113,18 @@ def looks_like_address(value):
     return bool(re.match(r"^[0-9a-fA-F:.]+(/[0-9]+)?\Z", value)) and (":" in value or re.match(r"^[0-9./]+\Z", value))
 
 
+def _inet_aton_accepts(value):
+    """True for the lenient IPv4 forms (0x7f.1, 0x7f000001) the resolver would turn into an address."""
+    try:
+        socket.inet_aton(value)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def resolve_host(value, field):
     """A hostname, resolved by the target's resolver into IPv4 and IPv6 networks."""
-    if not _HOSTNAME_RE.match(value) or re.match(r"^[0-9.]+\Z", value):
+    if not _HOSTNAME_RE.match(value) or re.match(r"^[0-9.]+\Z", value) or _inet_aton_accepts(value):
         raise NetconfineError("%r is neither a valid address/CIDR nor a valid hostname" % (value,), field)
     try:
         infos = socket.getaddrinfo(value, None, 0, socket.SOCK_STREAM)
@@ -265,10 +275,16 @@ def icmp_type(value, family, field):
     if raw in table:
         return table[raw], negate
     match = _ICMP_NUM_RE.match(raw)
-    if match and int(match.group(1)) <= 255 and (match.group(2) is None or int(match.group(2)) <= 255):
-        return raw if match.group(2) is not None else match.group(1), negate
+    # type 255 is how iptables stores "any" ICMP type: a numeric 255 would read back as "any"
+    if match and int(match.group(1)) <= (254 if family == 4 else 255) and \
+            (match.group(2) is None or int(match.group(2)) <= 255):
+        # canonical: no leading zeros (iptables-restore refuses "08")
+        if match.group(2) is None:
+            return "%d" % int(match.group(1)), negate
+        return "%d/%d" % (int(match.group(1)), int(match.group(2))), negate
     raise NetconfineError(
-        "%r is not an %s type name or number 'type[/code]' (0-255)" % (raw, "ICMP" if family == 4 else "ICMPv6"),
+        "%r is not an %s type name or number 'type[/code]' (type 0-%d, code 0-255)"
+        % (raw, "ICMP" if family == 4 else "ICMPv6", 254 if family == 4 else 255),
         field)
 
 
