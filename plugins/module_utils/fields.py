@@ -215,12 +215,29 @@ LIMIT_UNITS = {"s": "sec", "sec": "sec", "second": "sec", "m": "min", "min": "mi
 _LIMIT_RE = re.compile(r"^([0-9]{1,6})/([a-z]+)\Z")
 
 
+# xt_limit keeps the period between packets in 1/10000 s; iptables-save prints it in the largest
+# unit that still gives a sensible count (libxt_limit print_rate): 60/min reads back as 1/sec.
+_LIMIT_SCALE = 10000
+_LIMIT_SECONDS = (("day", 86400), ("hour", 3600), ("min", 60), ("sec", 1))
+
+
 def limit(value, field):
-    """``5/min`` style rate → (count, unit) with unit in sec/min/hour/day."""
+    """``5/min`` style rate → (count, unit), unit in sec/min/hour/day, in the form the kernel prints back."""
     match = _LIMIT_RE.match(value) if isinstance(value, str) else None
     if not match or match.group(2) not in LIMIT_UNITS or int(match.group(1)) == 0:
         raise NetconfineError("must be a rate like '5/min' (units: second, minute, hour, day), got %r" % (value,), field)
-    return int(match.group(1)), LIMIT_UNITS[match.group(2)]
+    period = _LIMIT_SCALE * dict(_LIMIT_SECONDS)[LIMIT_UNITS[match.group(2)]] // int(match.group(1))
+    if period == 0:
+        raise NetconfineError("rate %r is too fast: the limit match allows at most %d/second"
+                              % (value, _LIMIT_SCALE), field)
+    index = 1
+    while index < len(_LIMIT_SECONDS):
+        mult = _LIMIT_SCALE * _LIMIT_SECONDS[index][1]
+        if period > mult or mult // period < mult % period:
+            break
+        index += 1
+    unit, seconds = _LIMIT_SECONDS[index - 1]
+    return _LIMIT_SCALE * seconds // period, unit
 
 
 LOG_LEVELS = {"emerg": 0, "alert": 1, "crit": 2, "error": 3, "err": 3, "warning": 4, "warn": 4,
