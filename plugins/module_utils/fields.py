@@ -187,6 +187,8 @@ def port_range(value, field):
         raise NetconfineError("port must be between 0 and 65535, got %r" % (value,), field)
     if low > high:
         raise NetconfineError("range %r is reversed" % (value,), field)
+    if negate and (low, high) == (0, 65535):
+        raise NetconfineError("%r matches no port at all; remove the rule instead" % (value,), field)
     return (low, high), negate
 
 

@@ -37,11 +37,15 @@ def _range(pair, sep):
     return str(low) if low == high else "%d%s%d" % (low, sep, high)
 
 
+ALL_PORTS = (0, 65535)
+
+
 def _ports(m):
+    # the full range is no port match at all: iptables-save prints nothing for it
     out = "-m %s" % m.protocol
-    if m.sport is not None:
+    if m.sport is not None and (m.sport != ALL_PORTS or m.sport_negate):
         out += " %s--sport %s" % (_neg(m.sport_negate), _range(m.sport, ":"))
-    if m.dport is not None:
+    if m.dport is not None and (m.dport != ALL_PORTS or m.dport_negate):
         out += " %s--dport %s" % (_neg(m.dport_negate), _range(m.dport, ":"))
     return out
 
