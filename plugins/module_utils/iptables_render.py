@@ -15,6 +15,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import socket
+
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import REJECT_REASONS
 
@@ -38,6 +40,13 @@ def _range(pair, sep):
 
 
 ALL_PORTS = (0, 65535)
+
+
+def _network(net):
+    """An address/prefix as iptables-save prints it: IPv6 as inet_ntop does (::ffff:192.0.2.1, not ::ffff:c000:201)."""
+    if net.version == 6:
+        return "%s/%d" % (socket.inet_ntop(socket.AF_INET6, net.network_address.packed), net.prefixlen)
+    return str(net)
 
 
 def _ports(m):
@@ -120,9 +129,9 @@ def render_rule(chain, rule):
     """One rule as ``-A CHAIN ...`` exactly as iptables-save prints it."""
     parts = ["-A", chain]
     if rule.source is not None:
-        parts += [_neg(rule.source_negate) + "-s", str(rule.source)]
+        parts += [_neg(rule.source_negate) + "-s", _network(rule.source)]
     if rule.destination is not None:
-        parts += [_neg(rule.destination_negate) + "-d", str(rule.destination)]
+        parts += [_neg(rule.destination_negate) + "-d", _network(rule.destination)]
     if rule.in_interface is not None:
         parts += [_neg(rule.in_interface_negate) + "-i", rule.in_interface]
     if rule.out_interface is not None:
