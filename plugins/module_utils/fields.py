@@ -168,6 +168,9 @@ def addresses(values, field):
     if len(negates) > 1:
         raise NetconfineError("cannot mix negated ('!') and plain addresses in one rule", field)
     negate = negates.pop() if negates else False
+    if negate and any(n.prefixlen == 0 for n in nets):
+        raise NetconfineError("'!%s' matches no address at all; remove the rule instead"
+                              % [n for n in nets if n.prefixlen == 0][0], field)
     if negate and len(nets) > 1 and len(set(n.version for n in nets)) != len(nets):
         raise NetconfineError("a negated match takes one address per IP version", field)
     return nets, negate, resolved

@@ -128,9 +128,9 @@ def _target(target, family):
 def render_rule(chain, rule):
     """One rule as ``-A CHAIN ...`` exactly as iptables-save prints it."""
     parts = ["-A", chain]
-    if rule.source is not None:
+    if rule.source is not None and (rule.source.prefixlen or rule.source_negate):
         parts += [_neg(rule.source_negate) + "-s", _network(rule.source)]
-    if rule.destination is not None:
+    if rule.destination is not None and (rule.destination.prefixlen or rule.destination_negate):
         parts += [_neg(rule.destination_negate) + "-d", _network(rule.destination)]
     if rule.in_interface is not None:
         parts += [_neg(rule.in_interface_negate) + "-i", rule.in_interface]
