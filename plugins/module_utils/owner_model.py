@@ -103,8 +103,8 @@ def build_rules(raw, where, families, resolved):
 
     out = []
     for family in rule_families:
-        src = [n for n in sources if n.version == family] if sources is not None else [None]
-        dst = [n for n in dests if n.version == family] if dests is not None else [None]
+        src = _of_family(sources, src_neg, family)
+        dst = _of_family(dests, dst_neg, family)
         icmp = ()
         if raw.get("icmp_type") is not None:
             if proto not in ("icmp", "ipv6-icmp"):
@@ -122,6 +122,18 @@ def build_rules(raw, where, families, resolved):
             "applies to no IP family: its protocol or addresses exclude every family in ip_version %s"
             % "/".join("ipv%d" % f for f in families), where)
     return out
+
+
+def _of_family(nets, negate, family):
+    """The address matches one family's rule gets: [None] for no match at all, [] for no rule.
+
+    A negated list without an address of this family ('!192.0.2.1' for IPv6) is true of every
+    packet of the family, so the rule applies there without an address match.
+    """
+    if nets is None:
+        return [None]
+    mine = [n for n in nets if n.version == family]
+    return mine or ([None] if negate else [])
 
 
 def _common_matches(raw, proto, field):
