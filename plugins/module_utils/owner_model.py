@@ -22,7 +22,8 @@ OWNER_HOOKS = {
     "mangle": ("OUTPUT", "POSTROUTING"),
     "nat": ("OUTPUT", "POSTROUTING"),
 }
-PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite")
+# protocols with a port match of their own (iptables has no "-m udplite")
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
 FAMILY_OF = {"ipv4": (4,), "ipv6": (6,), "both": (4, 6)}
 REMOVED_MATCHES = {
     "pid_owner": "--pid-owner",
