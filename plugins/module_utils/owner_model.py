@@ -158,7 +158,7 @@ def _common_matches(raw, proto, field):
         matches.append(model.Conntrack(states))
     if raw.get("limit") is not None:
         rate, unit = fields.limit(raw["limit"], field("limit"))
-        burst = raw.get("limit_burst") or 5
+        burst = 5 if raw.get("limit_burst") is None else raw["limit_burst"]
         if not 1 <= burst <= 10000:
             raise NetconfineError("must be between 1 and 10000, got %r" % burst, field("limit_burst"))
         matches.append(model.Limit(rate, unit, burst))
