@@ -1,0 +1,416 @@
+"""Role paranoid.netconfine.tunnel_guard, for real (seed 000).
+
+Two namespaces joined by a veth: "crueller" (192.0.2.1, 2001:db8:1::1) runs stunnel4 in client mode
+on 127.0.0.1 and [::1] ports 992 and 273; "strudel" (192.0.2.2) runs stunnel4 in server mode in
+front of a tiny "telnet" banner service (port 23) and of ``rsync --daemon`` with module ``attic``
+(port 873). TLS with a throwaway self-signed certificate, pinned by the client. The role runs
+through ansible-playbook against crueller; users connect with ``ip netns exec ... runuser``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from nchelpers import SYSTEM_PYTHON, ansible_playbook, iptables_save, run, try_connect
+
+ROLE_PLAY = """
+- name: Guard the tunnels
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: paranoid.netconfine.tunnel_guard
+"""
+OWNER_RULE = "paranoid.netconfine.owner_rule"
+VALIDATE = "ansible.builtin.validate_argument_spec"
+STUFF = "sensitive stuff from strudel's attic\n"
+BANNER = "strudel login:"
+
+
+# --------------------------------------------------------------------------- the tunnel lab
+
+_SERVICE = textwrap.dedent("""
+    # strudel's services: a telnet-like banner (closes after the banner) and a line echo.
+    import select, socket, sys
+    socks = {}
+    for spec in sys.argv[1:]:
+        kind, addr, port = spec.split(",")
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, int(port)))
+        s.listen(64)
+        socks[s] = kind
+    print("ready", flush=True)
+    clients = {}
+    while True:
+        for s in select.select(list(socks) + list(clients), [], [])[0]:
+            if s in socks:
+                conn = s.accept()[0]
+                if socks[s] == "banner":
+                    conn.sendall(b"BANNER\\n")
+                    conn.close()
+                else:
+                    clients[conn] = True
+            else:
+                data = s.recv(4096)
+                if data:
+                    s.sendall(data)
+                else:
+                    del clients[s]
+                    s.close()
+""").replace("BANNER", BANNER)
+
+_FETCH = textwrap.dedent("""
+    # Connect, read until the peer closes; print what came back or why it failed.
+    import errno, socket, sys
+    try:
+        conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+        data = b""
+        while True:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        print("data:" + data.decode())
+    except socket.timeout:
+        print("timeout")
+    except OSError as e:
+        print({errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset", errno.EPERM: "denied"}.get(e.errno, repr(e)))
+""")
+
+_HELD = textwrap.dedent("""
+    # Open a connection now; on each stdin line send it and print the echo (an established flow).
+    import socket, sys
+    conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    print("connected", flush=True)
+    for line in sys.stdin:
+        conn.sendall(line.encode())
+        try:
+            print("echo:" + conn.recv(4096).decode().strip(), flush=True)
+        except socket.timeout:
+            print("timeout", flush=True)
+""")
+
+
+@contextlib.contextmanager
+def daemon(ns: str, *argv: str, ready: str | None = None, interactive: bool = False):
+    """Run argv inside ``ns`` in its own session; optionally wait for a line ``ready``; killed on exit."""
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv],
+                            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        if ready is not None:
+            line = proc.stdout.readline()
+            if line.strip() != ready:
+                raise RuntimeError(f"{argv[0]} in {ns} did not start: {line}{proc.stdout.read()}")
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        if proc.stdin:
+            proc.stdin.close()
+
+
+def fetch_as(ns: str, user: str, host: str, port: int, timeout: float = 3.0) -> str:
+    """As ``user`` inside ``ns``: what a connection to host:port returns (``data:...``, refused, timeout, ...)."""
+    proc = run("runuser", "-u", user, "--", SYSTEM_PYTHON, "-c", _FETCH, host, str(port), str(timeout),
+               ns=ns, check=False, timeout=timeout + 30)
+    return proc.stdout.strip() or proc.stderr.strip()
+
+
+def rsync_as(ns: str, user: str, family: int) -> subprocess.CompletedProcess:
+    """As ``user``: the seed's ``rsync --port=273 localhost::attic/stuff.txt`` into the user's home."""
+    home = Path(os.path.expanduser(f"~{user}"))
+    (home / "stuff.txt").unlink(missing_ok=True)
+    return run("runuser", "-u", user, "--", "rsync", f"-{family}", "--port=273", "--timeout=10",
+               "localhost::attic/stuff.txt", str(home / "stuff.txt"), ns=ns, check=False, timeout=60)
+
+
+def rsync_got_stuff(user: str) -> bool:
+    path = Path(os.path.expanduser(f"~{user}")) / "stuff.txt"
+    return path.exists() and path.read_text() == STUFF
+
+
+class TunnelLab:
+    def __init__(self, crueller: str, strudel: str, tmp: Path):
+        self.crueller, self.strudel, self.tmp = crueller, strudel, tmp
+
+
+def _wait_for_tunnels(lab: TunnelLab) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        outcomes = [fetch_as(lab.crueller, "root", host, 992) for host in ("127.0.0.1", "::1")]
+        if all(o == f"data:{BANNER}" for o in outcomes):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"stunnel tunnel crueller -> strudel did not come up: {outcomes}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def tunnel_lab(make_netns, cleanup) -> TunnelLab:
+    """crueller and strudel with real stunnel4 tunnels on 992 (telnet banner) and 273 (rsync attic)."""
+    crueller, strudel = make_netns(), make_netns()
+    run("ip", "-n", crueller, "link", "add", "to-strudel", "type", "veth", "peer", "name", "to-crueller",
+        "netns", strudel)
+    for ns, dev, addrs in ((crueller, "to-strudel", ("192.0.2.1/24", "2001:db8:1::1/64")),
+                           (strudel, "to-crueller", ("192.0.2.2/24", "2001:db8:1::2/64"))):
+        for addr in addrs:
+            run("ip", "-n", ns, "addr", "add", addr, "dev", dev, *(["nodad"] if ":" in addr else []))
+        run("ip", "-n", ns, "link", "set", dev, "up")
+
+    # "strudel" resolves inside crueller only: ip netns exec bind-mounts /etc/netns/NS/hosts on /etc/hosts.
+    etc = Path("/etc/netns") / crueller
+    etc.mkdir(parents=True)
+    cleanup.callback(shutil.rmtree, etc, ignore_errors=True)
+    (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
+                               "192.0.2.2 strudel\n")
+
+    tmp = Path(tempfile.mkdtemp(prefix="nct-tunnel-"))
+    cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
+    tmp.chmod(0o755)  # rsync --daemon serves the module as nobody
+    (tmp / "attic").mkdir(mode=0o755)
+    (tmp / "attic" / "stuff.txt").write_text(STUFF)
+    (tmp / "attic" / "stuff.txt").chmod(0o644)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(tmp / "key.pem"), "-out", str(tmp / "cert.pem"), "-subj", "/CN=strudel", "-days", "2")
+    (tmp / "rsyncd.conf").write_text(f"pid file =\nuse chroot = no\n[attic]\npath = {tmp / 'attic'}\nread only = yes\n")
+    common = "foreground = yes\npid =\ndebug = warning\n"
+    (tmp / "strudel.conf").write_text(
+        common + f"cert = {tmp / 'cert.pem'}\nkey = {tmp / 'key.pem'}\n"
+        "[telnet]\naccept = 192.0.2.2:992\nconnect = 127.0.0.1:23\n"
+        "[rsync]\naccept = 192.0.2.2:273\nconnect = 127.0.0.1:873\n")
+    client = common + f"CAfile = {tmp / 'cert.pem'}\nverifyPeer = yes\n"
+    for name, port in (("telnet", 992), ("rsync", 273)):
+        for family, addr in (("4", "127.0.0.1"), ("6", "::1")):
+            client += f"[{name}{family}]\nclient = yes\naccept = {addr}:{port}\nconnect = 192.0.2.2:{port}\n"
+    (tmp / "crueller.conf").write_text(client)
+
+    cleanup.enter_context(daemon(strudel, SYSTEM_PYTHON, "-c", _SERVICE, "banner,127.0.0.1,23",
+                                 "echo,192.0.2.2,8080", ready="ready"))
+    cleanup.enter_context(daemon(strudel, "rsync", "--daemon", "--no-detach", f"--config={tmp / 'rsyncd.conf'}",
+                                 "--address=127.0.0.1", "--port=873"))
+    cleanup.enter_context(daemon(strudel, "stunnel4", str(tmp / "strudel.conf")))
+    cleanup.enter_context(daemon(crueller, "stunnel4", str(tmp / "crueller.conf")))
+    lab = TunnelLab(crueller, strudel, tmp)
+    _wait_for_tunnels(lab)
+    return lab
+
+
+# --------------------------------------------------------------------------- helpers
+
+def owner_rule_result(result, host):
+    return [r for r in result.results.get(host, []) if r.action == OWNER_RULE][-1]
+
+
+def converge(host, tunnels, check=False, **role_vars):
+    """Run the role once; return (playbook run, owner_rule result)."""
+    result = ansible_playbook(ROLE_PLAY, [host], extra_vars={"tunnel_guard_tunnels": tunnels, **role_vars},
+                              check=check, diff=True)
+    assert result.rc == 0, result.output
+    return result, owner_rule_result(result, host)
+
+
+def owned_chain(save: str) -> str:
+    chains = [line[1:].split()[0] for line in save.splitlines() if line.startswith(":NC-tunnel-guard-")]
+    assert len(chains) == 1, save
+    return chains[0]
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunnel_lab, make_user, make_group):
+    crueller = tunnel_lab.crueller
+    wheel = make_group()
+    alice, plebian = make_user(), make_user()
+    admin7 = make_user(groups=[wheel])          # member of wheel as a supplementary group only
+    admin_primary = make_user(group=wheel)      # wheel is the primary group
+    tunnels = [
+        {"name": "telnet-over-stunnel", "port": 992, "allow_users": ["root", alice],
+         "remote": {"host": "strudel", "port": 992}},
+        {"name": "rsync-attic", "port": 273, "allow_groups": [wheel], "remote": {"host": "strudel", "port": 273}},
+    ]
+
+    # The seed's problem, reproduced: any local user can use root's tunnels.
+    assert fetch_as(crueller, plebian, "127.0.0.1", 992) == f"data:{BANNER}"
+    assert rsync_as(crueller, plebian, 4).returncode == 0 and rsync_got_stuff(plebian)
+
+    _, res = converge(crueller, tunnels, check=True)
+    assert res.changed, res.result
+    assert ":NC-" not in iptables_save(crueller, 4) + iptables_save(crueller, 6)
+    assert fetch_as(crueller, plebian, "::1", 992) == f"data:{BANNER}"  # check mode changed nothing
+
+    _, res = converge(crueller, tunnels)
+    assert res.changed, res.result
+    _, res = converge(crueller, tunnels, check=True)
+    assert not res.changed, res.result
+    result, res = converge(crueller, tunnels)
+    assert not res.changed, res.result
+    assert result.stats[crueller]["changed"] == 0, result.output
+
+    # The kernel holds exactly the role's rules, IPv4 and IPv6, behind one jump; OUTPUT stays ACCEPT.
+    gid = grp.getgrnam(wheel).gr_gid
+    uid = pwd.getpwnam(alice).pw_uid
+    for family, lo in ((4, "127.0.0.1/32"), (6, "::1/128")):
+        save = iptables_save(crueller, family, "filter")
+        chain = owned_chain(save)
+        assert ":OUTPUT ACCEPT" in save
+        lines = [line for line in save.splitlines() if line.startswith(f"-A {chain} ")]
+        assert lines == [
+            f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner 0 '
+            f'-m comment --comment "tunnel_guard telnet-over-stunnel: user root" -j ACCEPT',
+            f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner {uid} '
+            f'-m comment --comment "tunnel_guard telnet-over-stunnel: user {alice}" -j ACCEPT',
+            f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 '
+            f'-m comment --comment "tunnel_guard telnet-over-stunnel: everyone else" -j REJECT --reject-with tcp-reset',
+            f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 -m owner --gid-owner {gid} --suppl-groups '
+            f'-m comment --comment "tunnel_guard rsync-attic: members of {wheel}" -j ACCEPT',
+            f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 '
+            f'-m comment --comment "tunnel_guard rsync-attic: everyone else" -j REJECT --reject-with tcp-reset',
+        ], save
+        assert f'-A OUTPUT -m comment --comment "netconfine:tunnel_guard" -j {chain}' in save.splitlines()
+
+    # Behaviour, end to end through stunnel and strudel, on both loopbacks.
+    for host in ("127.0.0.1", "::1"):
+        assert fetch_as(crueller, "root", host, 992) == f"data:{BANNER}"
+        assert fetch_as(crueller, alice, host, 992) == f"data:{BANNER}"
+        assert fetch_as(crueller, plebian, host, 992) == "refused"
+        assert fetch_as(crueller, admin7, host, 992) == "refused"   # wheel is not on the telnet tunnel
+        assert try_connect(crueller, plebian, host, 273) == "refused"
+    for family in (4, 6):
+        for member in (admin7, admin_primary):
+            got = rsync_as(crueller, member, family)
+            assert got.returncode == 0 and rsync_got_stuff(member), (member, family, got.stderr)
+        for outsider in (plebian, alice, "root"):           # root is not implied on the wheel tunnel
+            got = rsync_as(crueller, outsider, family)
+            assert got.returncode == 10 and "Connection refused" in got.stderr, (outsider, family, got.stderr)
+            assert outsider == "root" or not rsync_got_stuff(outsider)
+
+
+def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_strudel(tunnel_lab, make_user,
+                                                                                    make_group, cleanup):
+    crueller = tunnel_lab.crueller
+    wheel = make_group()
+    alice, plebian, admin7 = make_user(), make_user(), make_user(groups=[wheel])
+    tunnels = [
+        {"name": "telnet-over-stunnel", "port": 992, "allow_users": ["root", alice],
+         "remote": {"host": "strudel", "port": 992}},
+        {"name": "rsync-attic", "port": 273, "allow_groups": [wheel], "remote": {"host": "strudel", "port": 273}},
+    ]
+    # A host firewall's own stateful rule (so conntrack already tracks flows, as on any stateful host);
+    # the role must leave it alone.
+    foreign = ["INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]
+    for tool in ("iptables", "ip6tables"):
+        run(tool, "-A", *foreign, ns=crueller)
+    # A flow root opened before the policy switch, to a port the new policy does not allow.
+    held = cleanup.enter_context(daemon(crueller, SYSTEM_PYTHON, "-u", "-c", _HELD, "192.0.2.2", "8080",
+                                        ready="connected", interactive=True))
+    assert _held_echo(held, "before") == "echo:before"
+
+    _, res = converge(crueller, tunnels, check=True, tunnel_guard_output_policy="drop")
+    assert res.changed and "NC-" not in iptables_save(crueller, 4), res.result
+    _, res = converge(crueller, tunnels, tunnel_guard_output_policy="drop")
+    assert res.changed, res.result
+    assert res.result["resolved"] == {"strudel": ["192.0.2.2"]}  # resolved on the target, in its namespace
+    _, res = converge(crueller, tunnels, check=True, tunnel_guard_output_policy="drop")
+    assert not res.changed, res.result
+    _, res = converge(crueller, tunnels, tunnel_guard_output_policy="drop")
+    assert not res.changed, res.result
+
+    save4, save6 = iptables_save(crueller, 4, "filter"), iptables_save(crueller, 6, "filter")
+    chain = owned_chain(save4)
+    for save in (save4, save6):
+        assert ":OUTPUT DROP" in save
+        lines = [line for line in save.splitlines() if line.startswith(f"-A {chain} ")]
+        assert lines[0] == f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", save
+    for port in (992, 273):
+        assert (f"-A {chain} -d 192.0.2.2/32 -p tcp -m tcp --dport {port} -m owner --uid-owner 0 -m comment "
+                f'--comment "tunnel_guard {"telnet-over-stunnel" if port == 992 else "rsync-attic"}: daemon to remote"'
+                f" -j ACCEPT") in save4.splitlines(), save4
+    assert "192.0.2.2" not in save6  # strudel has no IPv6 address in crueller's hosts file
+    for save in (save4, save6):
+        assert "-A " + " ".join(foreign) in save.splitlines(), save
+
+    # The held flow still works (ESTABLISHED), while a new one to the same port is dropped.
+    assert _held_echo(held, "still here") == "echo:still here"
+    assert try_connect(crueller, "root", "192.0.2.2", 8080, timeout=1) == "timeout"
+    # Only the daemon's user (root) may reach the remote end directly; users go through the listener.
+    assert try_connect(crueller, "root", "192.0.2.2", 992) == "connected"
+    assert try_connect(crueller, alice, "192.0.2.2", 992, timeout=1) == "timeout"
+    # Through the tunnels: the daemon reaches strudel; allowed owners in, others refused (not hung).
+    for host in ("127.0.0.1", "::1"):
+        assert fetch_as(crueller, alice, host, 992) == f"data:{BANNER}"
+        assert fetch_as(crueller, plebian, host, 992) == "refused"
+    for family in (4, 6):
+        got = rsync_as(crueller, admin7, family)
+        assert got.returncode == 0 and rsync_got_stuff(admin7), got.stderr
+        got = rsync_as(crueller, plebian, family)
+        assert got.returncode == 10 and "Connection refused" in got.stderr, got.stderr
+
+    # state absent: chain and jump gone, OUTPUT back to ACCEPT, the tunnel open to all again.
+    _, res = converge(crueller, tunnels, tunnel_guard_output_policy="drop", tunnel_guard_state="absent")
+    assert res.changed, res.result
+    for family in (4, 6):
+        save = iptables_save(crueller, family, "filter")
+        assert ":OUTPUT ACCEPT" in save and "NC-" not in save, save
+    assert fetch_as(crueller, plebian, "::1", 992) == f"data:{BANNER}"
+
+
+def _held_echo(proc: subprocess.Popen, text: str, timeout: float = 10) -> str:
+    """Send one line over the held connection; return ``echo:<line>`` or ``timeout``."""
+    proc.stdin.write(text + "\n")
+    proc.stdin.flush()
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        return "no answer"
+    return proc.stdout.readline().strip()
+
+
+@pytest.mark.parametrize(("role_vars", "expected"), [
+    ({"tunnel_guard_tunnels": [{"name": "telnet", "allow_users": ["root"]}]},
+     "missing required arguments: port found in tunnel_guard_tunnels"),
+    ({"tunnel_guard_tunnels": [{"name": "telnet", "port": "nine-nine-two"}]},
+     "tunnel_guard_tunnels"),
+    ({"tunnel_guard_tunnels": [{"name": "rsync", "port": 273, "remote": {"host": "strudel"}}]},
+     "missing required arguments: port found in tunnel_guard_tunnels -> remote"),
+    ({"tunnel_guard_tunnels": [{"name": "rsync", "port": 273, "allow_group": ["wheel"]}]},
+     "allow_group"),
+    ({"tunnel_guard_output_policy": "reject"},
+     "value of tunnel_guard_output_policy must be one of: accept, drop, got: reject"),
+    ({"tunnel_guard_tunnels": "telnet"},
+     "tunnel_guard_tunnels"),
+], ids=["port-missing", "port-not-int", "remote-port-missing", "unknown-key", "bad-policy", "not-a-list"])
+def test_bad_variables_fail_argument_validation_naming_the_variable(netns_host, role_vars, expected):
+    role_vars.setdefault("tunnel_guard_tunnels", [])
+    result = ansible_playbook(ROLE_PLAY, [netns_host], extra_vars=role_vars)
+    assert result.rc != 0, result.output
+    validation = [r for r in result.results[netns_host] if r.action == VALIDATE][-1]
+    assert validation.failed, result.output
+    assert expected in validation.msg, validation.msg
+    assert not [r for r in result.results[netns_host] if r.action == OWNER_RULE]
+    assert "NC-" not in iptables_save(netns_host, 4) + iptables_save(netns_host, 6)
+
+
+def test_unknown_user_fails_naming_the_rule_and_changes_nothing(netns_host):
+    result = ansible_playbook(ROLE_PLAY, [netns_host], extra_vars={"tunnel_guard_tunnels": [
+        {"name": "telnet", "port": 992, "allow_users": ["root"]},
+        {"name": "rsync", "port": 273, "allow_users": ["nct_no_such_user"]},
+    ]})
+    assert result.rc != 0, result.output
+    res = owner_rule_result(result, netns_host)
+    assert res.failed and res.result["field"] == "rules[2].uid_owner", res.result
+    assert "nct_no_such_user" in res.msg
+    assert "NC-" not in iptables_save(netns_host, 4) + iptables_save(netns_host, 6)
