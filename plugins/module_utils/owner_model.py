@@ -30,6 +30,8 @@ REMOVED_MATCHES = {
     "sid_owner": "--sid-owner",
 }
 _LOG_ONLY = ("log_prefix", "log_level")
+# Tables whose chains accept a verdict target: REJECT is filter-only in the kernel, nat refuses DROP.
+TARGET_TABLES = {"REJECT": ("filter",), "DROP": ("filter", "mangle")}
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
@@ -55,6 +57,10 @@ def build_policy(params):
                                     matches=(model.Conntrack(("RELATED", "ESTABLISHED")),)))
     resolved = {}
     for index, raw in enumerate(params.get("rules") or []):
+        if table not in TARGET_TABLES.get(raw.get("jump"), (table,)):
+            raise NetconfineError("the kernel does not accept %s in table %s (only in %s)"
+                                  % (raw["jump"], table, ", ".join(TARGET_TABLES[raw["jump"]])),
+                                  "rules[%d].jump" % index)
         rules.extend(build_rules(raw, "rules[%d]" % index, families, resolved))
     chain = model.Chain(
         table=table,
