@@ -136,6 +136,13 @@ def test_protocol_all_is_no_protocol_match():
     assert lines(policy, 4) == ["-A C -m owner --uid-owner 0 -j ACCEPT"]
 
 
+def test_verdicts_each_table_accepts():
+    for table, jumps in (("filter", ("ACCEPT", "DROP", "REJECT", "LOG", "RETURN")),
+                         ("mangle", ("ACCEPT", "DROP", "LOG", "RETURN")), ("nat", ("ACCEPT", "LOG", "RETURN"))):
+        policy = owner_model.build_policy(params([{"jump": j} for j in jumps], table=table))
+        assert len(lines(policy, 4)) == len(jumps)
+
+
 def test_nat_and_mangle_postrouting_are_allowed():
     for table, chain in (("nat", "OUTPUT"), ("nat", "POSTROUTING"), ("mangle", "OUTPUT"), ("mangle", "POSTROUTING")):
         policy = owner_model.build_policy(params([{"uid_owner": "0", "jump": "RETURN"}], table=table, chain=chain))
@@ -212,6 +219,9 @@ BAD = [
     ([{"gid_owner": "0", "jump": "DROP", "suppl_groups": True}, {"suppl_groups": True, "jump": "DROP"}], {},
      "rules[1].suppl_groups", "needs gid_owner"),
     ([{"jump": None}], {}, "rules[0].jump", "is required"),
+    ([{"jump": "ACCEPT"}, {"jump": "REJECT"}], {"table": "nat"}, "rules[1].jump", "REJECT in table nat"),
+    ([{"jump": "REJECT"}], {"table": "mangle"}, "rules[0].jump", "REJECT in table mangle"),
+    ([{"jump": "DROP"}], {"table": "nat", "chain": "POSTROUTING"}, "rules[0].jump", "DROP in table nat"),
     ([{"jump": "MASQUERADE"}], {}, "rules[0].jump", "must be one of"),
     ([{"limit_burst": 3, "jump": "DROP"}], {}, "rules[0].limit_burst", "needs limit"),
     ([{"limit": "5/min", "limit_burst": 0, "jump": "DROP"}], {}, "rules[0].limit_burst", "between 1 and 10000"),
