@@ -173,6 +173,12 @@ class IptablesBackend:
                     entry["policies"].append((chain, verdict))
             if entry["chains"] or entry["jumps"] or entry["policies"]:
                 out[table.name] = entry
+        for (table_name, chain), _verdict in managed.items():
+            # a built-in chain that does not exist (yet) accepts: resetting it to ACCEPT after a switch
+            # to nftables must not create iptables tables on a host that has none
+            if table_name not in tables or chain not in dict(tables[table_name].policies):
+                out.setdefault(table_name, {"chains": [], "jumps": [], "policies": []})
+                out[table_name]["policies"].append((chain, "ACCEPT"))
         return self._freeze(out)
 
     def script(self, tables, current, desired, restore_jumps=None):
