@@ -1,0 +1,390 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The native nftables backend: reader, renderer glue and ``nft -j -f`` scripts.
+
+Private to the paranoid.netconfine collection. It sits behind the same seam
+as ``iptables_backend.IptablesBackend`` (``units``, ``read``, ``owned``,
+``render``, ``script``, ``apply``, ``snapshot_jumps``); ``engine.converge``
+is the applier.
+
+One unit, ``ruleset``: everything a run changes in the tables we own (both
+IP families, every hook) goes into one JSON batch for ``nft -j -f``, which the
+kernel commits as one transaction, so a failure anywhere leaves the ruleset
+as it was. We read with ``nft -j list table inet netconfine`` and compare
+normalised JSON (``nft_render.normalise``), never nft's human output.
+
+Nothing outside our table is ever read, written or named: Docker's,
+firewalld's and iptables-nft's tables are left byte-identical.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import TABLE, TABLE_FAMILY, TABLE_NAME
+
+UNIT = "ruleset"
+IN_ORDER = "in order"
+TAG_PREFIX = "netconfine:"
+_MISSING_TABLE = "No such file or directory"
+
+
+@dataclass(frozen=True)
+class NftChain:
+    """One chain of our table as nft listed it; ``rules`` are canonical rule texts in order."""
+    name: str
+    definition: Optional[Tuple[str, str, int]] = None     # (type, hook, prio) of a base chain
+    policy: Optional[str] = None
+    rules: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NftTable:
+    name: str
+    chains: Tuple[NftChain, ...] = ()
+
+    def chain(self, name):
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        return None
+
+
+@dataclass(frozen=True)
+class Owned:
+    """What one task owns in our table, comparable between desired and read state.
+
+    ``bases``: (chain, type, hook, prio) of the base chains the task hooks;
+    ``policies``: (base chain, policy) the task manages; ``chains``: the
+    task's chain and helper chains with their canonical rules; ``jumps``:
+    (base chain, canonical rule, placement) of the task's rules in base
+    chains, placement ``in order`` when the rule occurs once in a chain that
+    holds only netconfine rules in their deterministic order.
+    """
+    table: str
+    bases: Tuple[Tuple[str, str, str, int], ...] = ()
+    policies: Tuple[Tuple[str, str], ...] = ()
+    chains: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    jumps: Tuple[Tuple[str, str, str], ...] = ()
+
+    def lines(self):
+        out = ["table %s" % self.table]
+        policies = dict(self.policies)
+        for name, kind, hook, prio in self.bases:
+            policy = "; policy %s" % policies.pop(name) if name in policies else ""
+            out.append("chain %s { type %s hook %s priority %d%s; }" % (name, kind, hook, prio, policy))
+        out += ["chain %s { policy %s; }" % item for item in sorted(policies.items())]
+        out += ["%s: %s  # %s" % (chain, nft_render.format_rule(json.loads(rule)), placement)
+                for chain, rule, placement in self.jumps]
+        for name, rules in self.chains:
+            out.append("chain %s {" % name)
+            out += ["\t%s" % nft_render.format_rule(json.loads(rule)) for rule in rules]
+            out.append("}")
+        return out
+
+
+def parse_list(text):
+    """``nft -j list table ...`` output -> {"inet netconfine": NftTable}."""
+    try:
+        items = json.loads(text)["nftables"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NetconfineError("cannot parse nft -j output (%s)" % exc, "backend")
+    tables, chains, rules = {}, {}, {}
+    for item in items:
+        if "table" in item:
+            tables["%s %s" % (item["table"]["family"], item["table"]["name"])] = []
+        elif "chain" in item:
+            ch = item["chain"]
+            key = "%s %s" % (ch["family"], ch["table"])
+            chains.setdefault(key, []).append(ch)
+        elif "rule" in item:
+            r = item["rule"]
+            key = ("%s %s" % (r["family"], r["table"]), r["chain"])
+            rules.setdefault(key, []).append(nft_render.canonical(nft_render.normalise(r)))
+    out = {}
+    for table in tables:
+        parsed = []
+        for ch in chains.get(table, []):
+            definition = (ch["type"], ch["hook"], ch["prio"]) if "hook" in ch else None
+            parsed.append(NftChain(ch["name"], definition, ch.get("policy") if definition else None,
+                                   tuple(rules.get((table, ch["name"]), ()))))
+        out[table] = NftTable(table, tuple(parsed))
+    return out
+
+
+def _rule_of(text):
+    return json.loads(text)
+
+
+def _targets(rule):
+    out = []
+    for expr in rule["expr"]:
+        for kind in ("jump", "goto"):
+            if isinstance(expr, dict) and kind in expr:
+                out.append(expr[kind]["target"])
+    return out
+
+
+def _tag(rule):
+    comment = rule.get("comment") or ""
+    return comment if comment.startswith(TAG_PREFIX) else None
+
+
+def order_key(text):
+    """Deterministic order of the rules in our base chains: jumps before other rules, then by tag."""
+    rule = _rule_of(text)
+    return (0 if _targets(rule) else 1, rule.get("comment") or "", text)
+
+
+def _placement(rules, text):
+    hits = rules.count(text)
+    if hits != 1:
+        return "occurs %d times" % hits
+    foreign = [r for r in rules if _tag(_rule_of(r)) is None]
+    if foreign:
+        return "base chain also holds %d rule(s) not made by netconfine" % len(foreign)
+    if list(rules) != sorted(rules, key=order_key):
+        return "base chain out of order"
+    return IN_ORDER
+
+
+class NftablesBackend:
+    """Reader and script writer for native nftables (our own ``inet`` table)."""
+
+    name = "nftables"
+    offline_units = (UNIT,)
+
+    def __init__(self, run, nft):
+        """``run(argv, data=None) -> (rc, out, err)``; ``nft`` is the path of the nft binary or None."""
+        self.run = run
+        self.nft = nft
+        self._usable = None
+
+    # ---------------------------------------------------------- the seam
+
+    def installed(self):
+        return bool(self.nft)
+
+    def usable(self):
+        """nft is installed, the kernel has nf_tables and nft speaks JSON."""
+        if self._usable is None:
+            self._usable = False
+            if self.nft:
+                rc, out, _err = self.run([self.nft, "-j", "list", "tables"])
+                if rc == 0:
+                    try:
+                        self._usable = "nftables" in json.loads(out)
+                    except ValueError:
+                        self._usable = False
+        return self._usable
+
+    def units(self, policy):
+        return (UNIT,)
+
+    def read(self, unit):
+        argv = [self.nft, "-j", "list", "table", TABLE_FAMILY, TABLE_NAME]
+        rc, out, err = self.run(argv)
+        if rc != 0:
+            if _MISSING_TABLE in err:
+                return {}
+            raise NetconfineError("%s failed (rc=%d): %s" % (" ".join(argv), rc, err.strip()), "backend",
+                                  command=" ".join(argv), stderr=err)
+        return parse_list(out)
+
+    def render(self, policy, unit):
+        """Desired Owned of one task: {"inet netconfine": Owned} (empty when nothing is wanted)."""
+        bases, policies, chains, jumps = {}, {}, [], []
+        for chain in policy.chains:
+            if policy.present:
+                rules = tuple(r for r in chain.rules if r.family in policy.families)
+                for name, rendered in nft_render.render_chain(_with_rules(chain, rules)):
+                    chains.append((name, tuple(nft_render.canonical(r) for r in rendered)))
+            if not chain.hook:
+                continue
+            base = nft_render.base_chain(chain.table, chain.hook.builtin, chain.hook.position)
+            if policy.present:
+                bases[base.name] = tuple(base)
+                jumps.append((base.name, nft_render.canonical(nft_render.jump_rule(policy, chain)), IN_ORDER))
+            for kind, value in _managed(policy, chain):
+                if kind == "policy":
+                    policies[base.name] = value
+                else:
+                    jumps.append((base.name, nft_render.canonical(value), IN_ORDER))
+        return _freeze(bases, policies, chains, jumps)
+
+    def owned(self, tables, policy, unit):
+        """What our table holds of this task."""
+        table = tables.get(TABLE) or NftTable(TABLE)
+        mains = [c.name for c in policy.chains]
+
+        def ours(name):
+            return any(name == m or (name.startswith(m + ".") and name[len(m) + 1:].isdigit()) for m in mains)
+
+        chains = [(c.name, c.rules) for c in table.chains if c.definition is None and ours(c.name)]
+        bases, policies, jumps = {}, {}, []
+        for chain in policy.chains:
+            if not chain.hook:
+                continue
+            base = nft_render.base_chain(chain.table, chain.hook.builtin, chain.hook.position)
+            found = table.chain(base.name)
+            if policy.present and found is not None:
+                bases[base.name] = (base.name,) + (found.definition or ("", "", 0))
+            if any(kind == "policy" for kind, _v in _managed(policy, chain)):
+                # a missing base chain accepts, like a chain whose policy is accept
+                policies[base.name] = (found.policy if found is not None and found.definition else None) or "accept"
+        for chain in table.chains:
+            if chain.definition is None:
+                continue
+            for text in sorted(set(chain.rules), key=chain.rules.index):
+                rule = _rule_of(text)
+                targets = [t for t in _targets(rule) if ours(t)]
+                tag = _tag(rule)
+                if tag != policy.tag and not targets:
+                    continue
+                if targets and tag is not None and tag != policy.tag:
+                    raise NetconfineError(
+                        "chain %s is already owned by task %r (rule %s in %s); choose another name"
+                        % (targets[0], tag[len(TAG_PREFIX):], nft_render.format_rule(rule), chain.name), "name")
+                jumps.append((chain.name, text, _placement(chain.rules, text)))
+        return _freeze(bases, policies, chains, jumps)
+
+    def script(self, tables, current, desired, restore_jumps=None):
+        """The ``nft -j -f`` batch taking ``current`` to ``desired`` ("" when they are equal).
+
+        Base chains are ours alone: a base chain that changes is flushed and
+        refilled with every netconfine rule it held (other tasks' jumps kept,
+        foreign rules dropped) plus this task's, in deterministic order.
+        """
+        if current == desired:
+            return ""
+        cur = current.get(TABLE, Owned(TABLE))
+        want = desired.get(TABLE, Owned(TABLE))
+        table = tables.get(TABLE) or NftTable(TABLE)
+        existing = dict((c.name, c) for c in table.chains)
+        want_chains = dict(want.chains)
+        cur_chains = dict(cur.chains)
+        ours_old = set(rule for _b, rule, _p in cur.jumps) | set(rule for _b, rule, _p in want.jumps)
+        want_bases = dict((b[0], b[1:]) for b in want.bases)
+        want_policies = dict(want.policies)
+
+        # the whole table after this change
+        regular = dict((c.name, c.rules) for c in table.chains if c.definition is None)
+        for name in cur_chains:
+            regular.pop(name, None)
+        regular.update(want_chains)
+        base_names = (set(c.name for c in table.chains if c.definition is not None) | set(want_bases)
+                      | set(want_policies) | set(b for b, _r, _p in want.jumps))
+        final = {}
+        for name in sorted(base_names):
+            found = existing.get(name)
+            definition = want_bases.get(name) or (found.definition if found is not None else None)
+            if definition is None:
+                continue      # a managed policy on a chain that does not exist: it accepts already
+            kept = [] if found is None else [r for r in found.rules if r not in ours_old and _tag(_rule_of(r))]
+            rules = sorted(set(kept) | set(r for b, r, _p in want.jumps if b == name), key=order_key)
+            policy = want_policies.get(name) or (found.policy if found is not None and found.definition else None)
+            final[name] = (tuple(definition), policy or "accept", tuple(rules))
+
+        empty = not regular and all(not rules and policy == "accept" for _d, policy, rules in final.values())
+        table_ref = {"family": TABLE_FAMILY, "name": TABLE_NAME}
+        if empty:
+            return _batch([{"delete": {"table": table_ref}}]) if tables.get(TABLE) else ""
+
+        def chain_ref(name, **extra):
+            ref = {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name}
+            ref.update(extra)
+            return ref
+
+        def add_rules(name, rules):
+            for text in rules:
+                rule = _rule_of(text)
+                rule.update({"family": TABLE_FAMILY, "table": TABLE_NAME, "chain": name})
+                cmds.append({"add": {"rule": rule}})
+
+        cmds = [{"add": {"table": table_ref}}]
+        # 1. the task's chains: declare all (jumps between them), then refill those that differ
+        changed = [(n, r) for n, r in want.chains if n not in existing or existing[n].rules != r
+                   or existing[n].definition is not None]
+        for name, _rules in changed:
+            if name in existing and existing[name].definition is not None:
+                cmds += [{"flush": {"chain": chain_ref(name)}}, {"delete": {"chain": chain_ref(name)}}]
+            cmds.append({"add": {"chain": chain_ref(name)}})
+        for name, rules in changed:
+            if name in existing and existing[name].definition is None:
+                cmds.append({"flush": {"chain": chain_ref(name)}})
+            add_rules(name, rules)
+        # 2. base chains: (re)define, refill in order
+        doomed_bases = []
+        for name, (definition, policy, rules) in sorted(final.items()):
+            found = existing.get(name)
+            if found is not None and (found.definition, found.policy, found.rules) == (definition, policy, rules):
+                continue
+            kind, hook, prio = definition
+            spec = chain_ref(name, type=kind, hook=hook, prio=prio, policy=policy)
+            if found is not None and found.definition != definition:
+                cmds += [{"flush": {"chain": chain_ref(name)}}, {"delete": {"chain": chain_ref(name)}}]
+                found = None
+            if not rules and policy == "accept" and name not in want_bases:
+                if found is not None:
+                    cmds.append({"flush": {"chain": chain_ref(name)}})
+                    doomed_bases.append(name)
+                continue
+            cmds.append({"add": {"chain": spec}})
+            if found is not None:
+                cmds.append({"flush": {"chain": chain_ref(name)}})
+            add_rules(name, rules)
+        # 3. chains no longer owned: flush all, then delete (nothing refers to them any more)
+        doomed = [n for n in cur_chains if n not in want_chains and n in existing]
+        cmds += [{"flush": {"chain": chain_ref(n)}} for n in doomed]
+        cmds += [{"delete": {"chain": chain_ref(n)}} for n in doomed + doomed_bases]
+        return _batch(cmds)
+
+    def apply(self, unit, script):
+        argv = [self.nft, "-j", "-f", "-"]
+        rc, out, err = self.run(argv, data=script)
+        if rc != 0:
+            raise NetconfineError(
+                "nft rejected the change, nothing was applied (rc=%d): %s" % (rc, (err or out).strip()),
+                "backend", command=" ".join(argv), stdin=script, stderr=err)
+
+    def snapshot_jumps(self, tables, current):
+        """Jump positions are deterministic here; nothing to remember for rollback."""
+        return None
+
+
+def _with_rules(chain, rules):
+    return replace(chain, rules=rules)
+
+
+def _managed(policy, chain):
+    """The managed built-in policy of ``chain`` as ('policy', accept|drop) or ('rule', drop rule) items.
+
+    Both families: our base chain's policy. One family: an inet base chain's
+    policy would hit the other family too, so a tagged ``meta nfproto X drop``
+    at the end of the base chain stands for it.
+    """
+    if not chain.hook or not chain.builtin_policy:
+        return []
+    if set(policy.families) >= {4, 6}:
+        return [("policy", chain.builtin_policy.lower() if policy.present else "accept")]
+    if policy.present and chain.builtin_policy == "DROP":
+        return [("rule", nft_render.family_drop_rule(policy, f)) for f in policy.families]
+    return []
+
+
+def _freeze(bases, policies, chains, jumps):
+    if not (bases or policies or chains or jumps):
+        return {}
+    return {TABLE: Owned(TABLE, tuple(sorted(bases.values())), tuple(sorted(policies.items())),
+                         tuple(sorted(chains)), tuple(sorted(jumps)))}
+
+
+def _batch(cmds):
+    return '{"nftables": [\n%s\n]}\n' % ",\n".join(json.dumps(c, sort_keys=True) for c in cmds)

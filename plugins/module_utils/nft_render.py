@@ -1,0 +1,707 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Render the model as nftables JSON, in the exact form ``nft -j list`` prints.
+
+Private to the paranoid.netconfine collection. Pure functions, no I/O.
+
+What a task owns on the nftables backend lives in one table of ours,
+``table inet netconfine``: one base chain per hook (and position) with an
+explicit priority, holding only tagged jumps; one regular chain per task
+(``model.Chain.name``) plus, where a rule needs them, numbered helper chains
+(``NC-...-1234abcd.1``). A rule is a dict ``{"expr": [...], "comment": ...}``
+whose ``expr`` is what ``nft -j list`` prints and ``nft -j -f`` accepts, so
+the same value is applied, read back and compared (after :func:`normalise`,
+which undoes the orderings nft does not keep).
+
+Three translations carry the iptables meaning over:
+
+* a rule of both families becomes one ``inet`` rule; a rule of one family
+  gets ``meta nfproto`` unless another expression already implies it;
+* an owner match whose options are all negated also matches packets without
+  a socket in xt_owner, but ``meta skuid != N`` never does: such a rule jumps
+  to a helper chain that returns for the owners it excludes (RETURN rules
+  split the chain instead, see :func:`_emit`);
+* ``gid_owner`` with ``suppl_groups`` becomes ``meta skgid G`` or ``meta skuid
+  { members }`` (``Owner.gid_members``, resolved on the target);
+
+and one makes the per-packet cost flat: consecutive rules of one shape that
+differ only in owner ids and ports, end in accept/drop/return and cannot
+match the same packet become one set or verdict-map lookup
+(:func:`merge_lookups`).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+from collections import namedtuple
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+TABLE_FAMILY = "inet"
+TABLE_NAME = "netconfine"
+TABLE = "%s %s" % (TABLE_FAMILY, TABLE_NAME)
+MAX_ID = 4294967295
+
+# Explicit priorities: one below (first) or above (last) the priority of the
+# iptables table of the same name, so the order against iptables-nft, Docker
+# and firewalld chains at the same hook is never left to creation order.
+BaseChain = namedtuple("BaseChain", "name type hook prio")
+_HOOKS = {
+    ("filter", "INPUT"): ("filter", "input", 0),
+    ("filter", "FORWARD"): ("filter", "forward", 0),
+    ("filter", "OUTPUT"): ("filter", "output", 0),
+    ("mangle", "PREROUTING"): ("filter", "prerouting", -150),
+    ("mangle", "INPUT"): ("filter", "input", -150),
+    ("mangle", "FORWARD"): ("filter", "forward", -150),
+    ("mangle", "OUTPUT"): ("route", "output", -150),
+    ("mangle", "POSTROUTING"): ("filter", "postrouting", -150),
+    ("nat", "PREROUTING"): ("nat", "prerouting", -100),
+    ("nat", "INPUT"): ("nat", "input", 100),
+    ("nat", "OUTPUT"): ("nat", "output", -100),
+    ("nat", "POSTROUTING"): ("nat", "postrouting", 100),
+}
+POSITION_OFFSET = {"first": -1, "last": 1}
+
+
+def base_chain(table, builtin, position="first"):
+    """The base chain of ours that stands for iptables' ``table``/``builtin`` at ``position``."""
+    try:
+        kind, hook, prio = _HOOKS[(table, builtin)]
+    except KeyError:
+        raise NetconfineError("the nftables backend has no hook for %s %s" % (table, builtin), "chain")
+    name = "%s_%s" % (table, hook) + ("_last" if position == "last" else "")
+    return BaseChain(name, kind, hook, prio + POSITION_OFFSET[position])
+
+
+# ---------------------------------------------------------------- expressions
+
+def meta(key):
+    return {"meta": {"key": key}}
+
+
+def payload(protocol, field):
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def match(left, right, op="=="):
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def span(pair):
+    """An inclusive (low, high) pair as nft prints it: a number or a range."""
+    low, high = pair
+    return low if low == high else {"range": [low, high]}
+
+
+def network(net):
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _op(negate):
+    return "!=" if negate else "=="
+
+
+NFPROTO = {4: "ipv4", 6: "ipv6"}
+L4PROTO = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "ipv6-icmp": "ipv6-icmp", "sctp": "sctp",
+           "udplite": "udplite"}
+
+# nft's symbolic names (src/proto.c, src/datatype.c); anything else prints as a number.
+ICMP_TYPE_NAMES = {0: "echo-reply", 3: "destination-unreachable", 4: "source-quench", 5: "redirect",
+                   8: "echo-request", 9: "router-advertisement", 10: "router-solicitation",
+                   11: "time-exceeded", 12: "parameter-problem", 13: "timestamp-request",
+                   14: "timestamp-reply", 15: "info-request", 16: "info-reply",
+                   17: "address-mask-request", 18: "address-mask-reply"}
+ICMP_CODE_NAMES = {0: "net-unreachable", 1: "host-unreachable", 2: "prot-unreachable",
+                   3: "port-unreachable", 4: "frag-needed", 9: "net-prohibited", 10: "host-prohibited",
+                   13: "admin-prohibited"}
+ICMPV6_TYPE_NAMES = {1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
+                     4: "parameter-problem", 128: "echo-request", 129: "echo-reply",
+                     130: "mld-listener-query", 131: "mld-listener-report", 132: "mld-listener-done",
+                     133: "nd-router-solicit", 134: "nd-router-advert", 135: "nd-neighbor-solicit",
+                     136: "nd-neighbor-advert", 137: "nd-redirect", 138: "router-renumbering",
+                     141: "ind-neighbor-solicit", 142: "ind-neighbor-advert", 143: "mld2-listener-report"}
+ICMPV6_CODE_NAMES = {0: "no-route", 1: "admin-prohibited", 3: "addr-unreachable", 4: "port-unreachable",
+                     5: "policy-fail", 6: "reject-route"}
+
+# model.Reject reasons -> (type, code) per family; None means the family-neutral icmpx form.
+_ICMPX = {"port-unreachable": "port-unreachable", "net-unreachable": "no-route",
+          "host-unreachable": "host-unreachable", "admin-prohibited": "admin-prohibited"}
+_REJECT = {
+    "proto-unreachable": {4: ("icmp", "prot-unreachable"), 6: ("icmpv6", "port-unreachable")},
+    "net-prohibited": {4: ("icmp", "net-prohibited"), 6: ("icmpv6", "admin-prohibited")},
+    "host-prohibited": {4: ("icmp", "host-prohibited"), 6: ("icmpv6", "admin-prohibited")},
+}
+LOG_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
+LIMIT_UNITS = {"sec": "second", "min": "minute", "hour": "hour", "day": "day"}
+CT_STATES = {"INVALID": "invalid", "NEW": "new", "RELATED": "related", "ESTABLISHED": "established",
+             "UNTRACKED": "untracked"}
+CT_STATUS = {"SNAT": "snat", "DNAT": "dnat"}
+VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return"}
+
+
+# ---------------------------------------------------------------- one model rule
+
+class Compiled(object):
+    """A model rule as nft pieces.
+
+    The rule matches when every expression of ``pre`` and ``post`` matches,
+    at least one alternative of ``alts`` matches (each a list of expressions)
+    and no exclusion of ``excls`` matches in full. ``statement`` is the
+    target (log, reject, verdict); ``terminal`` is whether it ends the chain.
+    """
+
+    def __init__(self, family):
+        self.family = family
+        self.pre = []
+        self.alts = [[]]
+        self.excls = []
+        self.post = []
+        self.statement = []
+        self.terminal = True
+        self.is_return = False
+        self.comment = None
+        self.implies_family = False
+
+    def key(self):
+        return json.dumps([self.pre, self.alts, self.excls, self.post, self.statement, self.comment],
+                          sort_keys=True)
+
+
+def _icmp_value(names, number):
+    return names.get(number, number)
+
+
+def _icmp(m, out, excls):
+    if m.type == "any":
+        if m.negate:
+            raise NetconfineError("'! any' matches no ICMP packet", "icmp_type")
+        out.append(match(meta("l4proto"), "icmp" if m.family == 4 else "ipv6-icmp"))
+        return
+    proto, tnames, cnames = (("icmp", ICMP_TYPE_NAMES, ICMP_CODE_NAMES) if m.family == 4
+                             else ("icmpv6", ICMPV6_TYPE_NAMES, ICMPV6_CODE_NAMES))
+    parts = [int(p) for p in m.type.split("/")]
+    exprs = [match(payload(proto, "type"), _icmp_value(tnames, parts[0]))]
+    if len(parts) > 1:
+        exprs.append(match(payload(proto, "code"), _icmp_value(cnames, parts[1])))
+    if not m.negate:
+        out.extend(exprs)
+    elif len(exprs) == 1:
+        out.append(match(exprs[0]["match"]["left"], exprs[0]["match"]["right"], "!="))
+    else:
+        # not (type T and code C): still an ICMP packet, excluded when both match
+        out.append(match(meta("l4proto"), "icmp" if m.family == 4 else "ipv6-icmp"))
+        excls.append(exprs)
+
+
+def _owner(m, c):
+    """Owner match (xt_owner semantics) into c.pre / c.alts / c.excls.
+
+    xt_owner matches a packet without a (file-backed) socket exactly when
+    every option given is negated; ``meta skuid``/``skgid`` never match such
+    a packet. So a rule whose owner options are all negated is expressed as
+    exclusions (the positive forms) rather than ``!=`` matches.
+    """
+    positives = []          # expressions that must all match
+    alternatives = None     # one of these lists must match (supplementary groups)
+    negated = []            # lists of expressions; the rule must not match any in full
+    if m.socket_exists is True:
+        positives.append(match(meta("skuid"), {"range": [0, MAX_ID]}))
+    if m.uid is not None:
+        (negated.append([match(meta("skuid"), span(m.uid))]) if m.uid_negate
+         else positives.append(match(meta("skuid"), span(m.uid))))
+    if m.gid is not None:
+        gid_terms = [[match(meta("skgid"), span(m.gid))]]
+        if m.suppl_groups and m.gid_members:
+            gid_terms.append([match(meta("skuid"), id_set(m.gid_members))])
+        if m.gid_negate:
+            negated.extend(gid_terms)
+        elif len(gid_terms) == 1:
+            positives.extend(gid_terms[0])
+        else:
+            # skgid G, or else (skgid != G) a member uid: never both, so a LOG logs once
+            alternatives = [gid_terms[0], [match(meta("skgid"), span(m.gid), "!=")] + gid_terms[1]]
+    if m.socket_exists is False:
+        negated.append([match(meta("skuid"), {"range": [0, MAX_ID]})])
+    socketless = not positives and alternatives is None and m.socket_exists is not True
+    if socketless:
+        c.excls.extend(negated)
+    else:
+        for terms in negated:
+            if len(terms) != 1:
+                raise NetconfineError("cannot negate a combined owner condition", "uid_owner")
+            inner = terms[0]["match"]
+            positives.append(match(inner["left"], inner["right"], "!="))
+    if alternatives is not None:
+        c.alts = alternatives
+    return positives
+
+
+def _conntrack(m):
+    states = [CT_STATES[s] for s in m.states if s in CT_STATES]
+    status = [CT_STATUS[s] for s in m.states if s in CT_STATUS]
+    if states and status:
+        raise NetconfineError("conntrack states SNAT/DNAT cannot be combined with other states on the nftables "
+                              "backend (they are 'ct status' there)", "ctstate")
+    key, values = ("state", states) if states else ("status", status)
+    return match({"ct": {"key": key}}, values[0] if len(values) == 1 else sorted(values), "in")
+
+
+def _cgroup(m):
+    path = m.path.strip("/")
+    if not path:
+        raise NetconfineError("the root cgroup matches every socket; give a path below it", "cgroup")
+    return match({"socket": {"key": "cgroupv2", "level": path.count("/") + 1}}, path, _op(m.negate))
+
+
+def _limit(m):
+    return {"limit": {"rate": m.rate, "burst": m.burst, "per": LIMIT_UNITS[m.unit]}}
+
+
+def _target(target, family, c):
+    if isinstance(target, model.Verdict):
+        c.statement = [{VERDICTS[target.name]: None}]
+        c.is_return = target.name == "RETURN"
+    elif isinstance(target, model.Reject):
+        if target.reason == "tcp-reset":
+            c.statement = [{"reject": {"type": "tcp reset"}}]
+        elif target.reason in _ICMPX:
+            c.statement = [{"reject": {"type": "icmpx", "expr": _ICMPX[target.reason]}}]
+        else:
+            kind, code = _REJECT[target.reason][family]
+            c.statement = [{"reject": {"type": kind, "expr": code}}]
+            c.implies_family = True
+    elif isinstance(target, model.Log):
+        body = {}
+        if target.prefix:
+            body["prefix"] = target.prefix
+        if target.level != 4:
+            body["level"] = LOG_LEVELS[target.level]
+        c.statement = [{"log": body or None}]
+        c.terminal = False
+    elif isinstance(target, model.Jump):
+        c.statement = [{"jump": {"target": target.chain}}]
+        c.terminal = False
+    else:
+        raise TypeError("no nftables form for target %r" % (target,))
+
+
+# Extension point: a later module adds its match class here (physdev, SECMARK, ...).
+MATCHES = {
+    model.Conntrack: lambda m, c: [_conntrack(m)],
+    model.Cgroup: lambda m, c: [_cgroup(m)],
+    model.Limit: lambda m, c: [_limit(m)],
+}
+
+
+def compile_rule(rule):
+    """One model.Rule -> Compiled (nft expressions, not yet placed in a chain)."""
+    c = Compiled(rule.family)
+    ip = "ip" if rule.family == 4 else "ip6"
+    head = []
+    if rule.in_interface is not None:
+        head.append(match(meta("iifname"), _ifname(rule.in_interface), _op(rule.in_interface_negate)))
+    if rule.out_interface is not None:
+        head.append(match(meta("oifname"), _ifname(rule.out_interface), _op(rule.out_interface_negate)))
+    if rule.source is not None:
+        head.append(match(payload(ip, "saddr"), network(rule.source), _op(rule.source_negate)))
+        c.implies_family = True
+    if rule.destination is not None:
+        head.append(match(payload(ip, "daddr"), network(rule.destination), _op(rule.destination_negate)))
+        c.implies_family = True
+    carried = any(isinstance(m, (model.Ports, model.Icmp)) for m in rule.matches)
+    if rule.protocol is not None and not carried:
+        head.append(match(meta("l4proto"), L4PROTO[rule.protocol]))
+    if rule.protocol == ("icmp" if rule.family == 4 else "ipv6-icmp"):
+        c.implies_family = True      # nft hides 'meta nfproto' before an ICMP protocol of that family
+    side = c.pre
+    side.extend(head)
+    for m in rule.matches:
+        if isinstance(m, model.Comment):
+            c.comment = m.text
+        elif isinstance(m, model.Ports):
+            if m.sport is not None:
+                side.append(match(payload(m.protocol, "sport"), span(m.sport), _op(m.sport_negate)))
+            if m.dport is not None:
+                side.append(match(payload(m.protocol, "dport"), span(m.dport), _op(m.dport_negate)))
+        elif isinstance(m, model.Icmp):
+            _icmp(m, side, c.excls)
+        elif isinstance(m, model.Owner):
+            side.extend(_owner(m, c))
+            side = c.post        # what follows the owner match is evaluated after it (limit!)
+        elif type(m) in MATCHES:
+            side.extend(MATCHES[type(m)](m, c))
+        else:
+            raise TypeError("no nftables form for match %r" % (m,))
+    _target(rule.target, rule.family, c)
+    return c
+
+
+def _ifname(name):
+    return name[:-1] + "*" if name.endswith("+") else name
+
+
+def id_set(ids):
+    """A set of numeric ids with consecutive runs as ranges (nft's auto-merged form)."""
+    return {"set": merge_spans([(i, i) for i in ids])}
+
+
+def merge_spans(pairs):
+    """Merge overlapping and adjacent (low, high) pairs; return nft values (numbers / ranges)."""
+    out = []
+    for low, high in sorted(pairs):
+        if out and low <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], high)
+        else:
+            out.append([low, high])
+    return [span(p) for p in out]
+
+
+# ---------------------------------------------------------------- a chain
+
+def _family_pass(compiled):
+    """Pair consecutive IPv4/IPv6 copies of one rule into one inet rule; mark the rest with nfproto."""
+    out = []
+    i = 0
+    while i < len(compiled):
+        c = compiled[i]
+        nxt = compiled[i + 1] if i + 1 < len(compiled) else None
+        if (nxt is not None and c.family == 4 and nxt.family == 6 and not c.implies_family
+                and not nxt.implies_family and c.key() == nxt.key()):
+            c.family = None
+            out.append(c)
+            i += 2
+            continue
+        if not c.implies_family:
+            c.pre.insert(0, match(meta("nfproto"), NFPROTO[c.family]))
+        out.append(c)
+        i += 1
+    return out
+
+
+def _rule(exprs, comment=None):
+    rule = {"expr": exprs}
+    if comment is not None:
+        rule["comment"] = comment
+    return rule
+
+
+def _emit(name, compiled):
+    """Place compiled rules into the task's chain and its helper chains: [(chain, [rule])]."""
+    chains = [(name, [])]
+    helpers = {}
+
+    def helper(rules):
+        key = json.dumps(rules, sort_keys=True)
+        if key not in helpers:
+            helpers[key] = "%s.%d" % (name, len(chains))
+            chains.append((helpers[key], rules))
+        return helpers[key]
+
+    current = chains[0][1]
+    for c in compiled:
+        body = [_rule(c.pre + alt + c.post + c.statement, c.comment) for alt in c.alts]
+        if not c.excls:
+            current.extend(body)
+        elif not c.is_return:
+            # jump to a helper that returns for what is excluded, then applies the rule's target
+            rules = [_rule(e + [{"return": None}]) for e in c.excls]
+            rules += [_rule(alt + c.post + c.statement, c.comment) for alt in c.alts]
+            current.append(_rule(c.pre + [{"jump": {"target": helper(rules)}}], c.comment))
+        else:
+            # RETURN cannot be delegated to a helper: split the chain instead
+            rest = "%s.%d" % (name, len(chains))
+            chains.append((rest, []))
+            for e in c.excls:
+                current.append(_rule(c.pre + e + [{"goto": {"target": rest}}]))
+            current.extend(body)
+            current.append(_rule([{"goto": {"target": rest}}]))
+            current = chains[-1][1]
+    return chains
+
+
+# Lookup merging: which matches may become a dimension of a set / verdict-map key.
+_DIM_META = ("skuid", "skgid")
+_DIM_PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite")
+_MERGE_VERDICTS = ("accept", "drop", "return")
+
+
+def _dimension(expr):
+    """(left, (low, high)) if expr is an '==' match on an owner id or a port with a number or range."""
+    m = expr.get("match") if isinstance(expr, dict) else None
+    if not m or m["op"] != "==":
+        return None
+    left = m["left"]
+    if "meta" in left and left["meta"]["key"] in _DIM_META:
+        pass
+    elif ("payload" in left and left["payload"]["protocol"] in _DIM_PORT_PROTOCOLS
+          and left["payload"]["field"] in ("sport", "dport")):
+        pass
+    else:
+        return None
+    right = m["right"]
+    if isinstance(right, int) and not isinstance(right, bool):
+        return left, (right, right)
+    if isinstance(right, dict) and "range" in right:
+        return left, tuple(right["range"])
+    return None
+
+
+def _shape(rule):
+    """(shape, box, verdict) of a mergeable rule, or None."""
+    if "comment" in rule or not rule["expr"]:
+        return None
+    matches, verdict = rule["expr"][:-1], rule["expr"][-1]
+    if not (isinstance(verdict, dict) and len(verdict) == 1 and next(iter(verdict)) in _MERGE_VERDICTS):
+        return None
+    shape, box = [], []
+    for expr in matches:
+        if "match" not in expr:
+            return None          # a statement (limit, log, counter) is stateful: never shared
+        dim = _dimension(expr)
+        if dim is None:
+            shape.append(json.dumps(expr, sort_keys=True))
+        else:
+            shape.append(("dim", json.dumps(dim[0], sort_keys=True)))
+            box.append(dim[1])
+    if not box:
+        return None
+    return tuple(shape), tuple(box), verdict
+
+
+def _disjoint(a, b):
+    return any(x[1] < y[0] or y[1] < x[0] for x, y in zip(a, b))
+
+
+def merge_lookups(rules, minimum=2):
+    """Merge runs of rules that differ only in owner ids / ports into one set or verdict-map rule.
+
+    Only consecutive rules with the same other matches, ending in accept, drop
+    or return, whose keys cannot match the same packet (pairwise disjoint
+    boxes) are merged: a packet then matches at most one element, exactly as
+    it matched at most one of the rules, so first-match order is kept.
+    """
+    out = []
+    i = 0
+    while i < len(rules):
+        first = _shape(rules[i])
+        j = i + 1
+        if first is not None:
+            boxes = [first[1]]
+            while j < len(rules):
+                nxt = _shape(rules[j])
+                if nxt is None or nxt[0] != first[0] or not all(_disjoint(nxt[1], b) for b in boxes):
+                    break
+                boxes.append(nxt[1])
+                j += 1
+        if first is None or j - i < minimum:
+            out.append(rules[i])
+            i += 1
+            continue
+        out.append(_merged(rules[i:j]))
+        i = j
+    return out
+
+
+def _merged(group):
+    shapes = [_shape(r) for r in group]
+    template = shapes[0][0]
+    ndims = len(shapes[0][1])
+    varying = [d for d in range(ndims) if len(set(s[1][d] for s in shapes)) > 1]
+    exprs, lefts, dim = [], [], 0
+    for index, part in enumerate(template):
+        expr = group[0]["expr"][index]
+        if isinstance(part, tuple):
+            if dim in varying:
+                lefts.append(expr["match"]["left"])
+            else:
+                exprs.append(expr)
+            dim += 1
+        else:
+            exprs.append(expr)
+
+    def key_of(box):
+        values = [span(box[d]) for d in varying]
+        return values[0] if len(values) == 1 else {"concat": values}
+
+    key = lefts[0] if len(lefts) == 1 else {"concat": lefts}
+    verdicts = [s[2] for s in shapes]
+    if all(v == verdicts[0] for v in verdicts):
+        elements = [key_of(s[1]) for s in shapes]
+        if len(varying) == 1:
+            elements = merge_spans([(e, e) if isinstance(e, int) else tuple(e["range"]) for e in elements])
+        exprs.append(match(key, {"set": elements} if len(elements) > 1 else elements[0]))
+        exprs.append(verdicts[0])
+    else:
+        exprs.append({"vmap": {"key": key, "data": {"set": [[key_of(s[1]), s[2]] for s in shapes]}}})
+    return _rule(exprs)
+
+
+def render_chain(chain, merge=True):
+    """A model.Chain -> [(chain name, [rule])]: the task's chain first, then its helpers."""
+    compiled = _family_pass([compile_rule(r) for r in chain.rules])
+    chains = _emit(chain.name, compiled)
+    if merge:
+        chains = [(name, merge_lookups(rules)) for name, rules in chains]
+    return [(name, tuple(normalise(r) for r in rules)) for name, rules in chains]
+
+
+def jump_rule(policy, chain):
+    """The tagged jump from our base chain into the task's chain."""
+    return normalise(_rule([{"jump": {"target": chain.name}}], policy.tag))
+
+
+def family_drop_rule(policy, family):
+    """Managed DROP policy for one family only: a tagged rule at the end of the shared base chain."""
+    return normalise(_rule([match(meta("nfproto"), NFPROTO[family]), {"drop": None}], policy.tag))
+
+
+# ---------------------------------------------------------------- normal form
+
+def _sort_key(value):
+    return json.dumps(value, sort_keys=True)
+
+
+def _normal_value(value, plain_set):
+    if isinstance(value, dict) and "set" in value:
+        elements = [_normal_value(e, False) for e in value["set"]]
+        if plain_set and all(isinstance(e, int) or (isinstance(e, dict) and set(e) == {"range"})
+                             for e in elements):
+            elements = merge_spans([(e, e) if isinstance(e, int) else tuple(e["range"]) for e in elements])
+        else:
+            elements = sorted(elements, key=_sort_key)
+        return elements[0] if len(elements) == 1 and plain_set else {"set": elements}
+    if isinstance(value, dict) and "range" in value and value["range"][0] == value["range"][1]:
+        return value["range"][0]
+    if isinstance(value, list):
+        return [_normal_value(v, False) for v in value]
+    if isinstance(value, dict):
+        return dict((k, _normal_value(v, False)) for k, v in value.items())
+    return value
+
+
+def _normal_expr(expr):
+    if isinstance(expr, dict) and "match" in expr:
+        m = dict(expr["match"])
+        right = m["right"]
+        if m["op"] == "in" and isinstance(right, list):
+            right = sorted(right)
+            right = right[0] if len(right) == 1 else right
+        else:
+            right = _normal_value(right, True)
+        m["right"] = right
+        return {"match": m}
+    if isinstance(expr, dict) and "vmap" in expr:
+        vmap = dict(expr["vmap"])
+        data = vmap["data"]
+        if isinstance(data, dict) and "set" in data:
+            pairs = [[_normal_value(k, False), v] for k, v in data["set"]]
+            vmap["data"] = {"set": sorted(pairs, key=_sort_key)}
+        return {"vmap": vmap}
+    return expr
+
+
+def normalise(rule):
+    """A rule dict (ours or read back) in the normal form used for comparison: handles dropped,
+    set elements sorted and adjacent ranges merged, one-element sets unwrapped."""
+    out = {"expr": [_normal_expr(e) for e in rule.get("expr", [])]}
+    if rule.get("comment") is not None:
+        out["comment"] = rule["comment"]
+    return out
+
+
+def canonical(rule):
+    """The comparison text of a normalised rule."""
+    return json.dumps(rule, sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- nft text (for people)
+
+_BARE_META = ("iifname", "oifname", "iif", "oif", "mark")
+_QUOTED = ("iifname", "oifname")
+
+
+def _fmt_left(left):
+    if "meta" in left:
+        key = left["meta"]["key"]
+        return key if key in _BARE_META else "meta %s" % key
+    if "payload" in left:
+        return "%s %s" % (left["payload"]["protocol"], left["payload"]["field"])
+    if "ct" in left:
+        return "ct %s" % left["ct"]["key"]
+    if "socket" in left:
+        sock = left["socket"]
+        return "socket %s" % sock["key"] + (" level %d" % sock["level"] if "level" in sock else "")
+    if "concat" in left:
+        return " . ".join(_fmt_left(x) for x in left["concat"])
+    return json.dumps(left, sort_keys=True)
+
+
+def _fmt_value(value, quoted=False):
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"%s"' % value if quoted else value
+    if isinstance(value, list):
+        return ",".join(_fmt_value(v, quoted) for v in value)
+    if "range" in value:
+        return "%s-%s" % tuple(_fmt_value(v) for v in value["range"])
+    if "prefix" in value:
+        return "%s/%d" % (value["prefix"]["addr"], value["prefix"]["len"])
+    if "set" in value:
+        return "{ %s }" % ", ".join(_fmt_value(v, quoted) for v in value["set"])
+    if "concat" in value:
+        return " . ".join(_fmt_value(v, quoted) for v in value["concat"])
+    return json.dumps(value, sort_keys=True)
+
+
+def _fmt_verdict(value):
+    (name, arg), = value.items()
+    return name if arg is None else "%s %s" % (name, arg["target"])
+
+
+def format_expr(expr):
+    (kind, body), = expr.items()
+    if kind == "match":
+        left = body["left"]
+        quoted = ("meta" in left and left["meta"]["key"] in _QUOTED) or "socket" in left
+        op = "" if body["op"] in ("==", "in") else body["op"] + " "
+        return "%s %s%s" % (_fmt_left(left), op, _fmt_value(body["right"], quoted))
+    if kind in ("accept", "drop", "return", "continue", "jump", "goto"):
+        return _fmt_verdict(expr)
+    if kind == "vmap":
+        items = ", ".join("%s : %s" % (_fmt_value(k), _fmt_verdict(v)) for k, v in body["data"]["set"])
+        return "%s vmap { %s }" % (_fmt_left(body["key"]), items)
+    if kind == "reject":
+        if body.get("type") == "icmpx" and body.get("expr") == "port-unreachable":
+            return "reject"
+        return "reject with %s" % body["type"] + (" %s" % body["expr"] if "expr" in body else "")
+    if kind == "log":
+        body = body or {}
+        out = "log"
+        if "prefix" in body:
+            out += ' prefix "%s"' % body["prefix"]
+        if "level" in body:
+            out += " level %s" % body["level"]
+        return out
+    if kind == "limit":
+        out = "limit rate %d/%s" % (body["rate"], body["per"])
+        return out + (" burst %d packets" % body["burst"] if body.get("burst", 5) != 5 else "")
+    if kind == "counter":
+        return "counter"
+    return json.dumps(expr, sort_keys=True)
+
+
+def format_rule(rule):
+    """A rule dict as one line of nft syntax (as ``nft list`` prints it, for people)."""
+    text = " ".join(format_expr(e) for e in rule.get("expr", []))
+    if rule.get("comment") is not None:
+        text += ' comment "%s"' % rule["comment"]
+    return text
