@@ -17,6 +17,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
 
 COMMON_ARGS = dict(
     name=dict(type="str", required=True),
@@ -43,8 +44,12 @@ def iptables_backend(module, run):
     return IptablesBackend(run, bins, wait=module.params["xtables_wait"])
 
 
+def nftables_backend(module, run):
+    return NftablesBackend(run, module.get_bin_path("nft"))
+
+
 # name -> factory(module, run) -> backend, or None where the host cannot run it.
-BACKENDS = {"iptables": iptables_backend}
+BACKENDS = {"iptables": iptables_backend, "nftables": nftables_backend}
 AUTO_ORDER = ("nftables", "iptables")
 
 
@@ -67,10 +72,15 @@ def choose_backends(module, run):
     return chosen + [b for b in usable if b.name != wanted]
 
 
+def _installed(backend):
+    probe = getattr(backend, "installed", None)
+    return probe() if probe else backend.usable()
+
+
 def render_only(policy, backend):
     """state=rendered: what would be applied on an empty host; no root, no kernel."""
     rendered, scripts = {}, {}
-    for family in (4, 6):
+    for family in getattr(backend, "offline_units", (4, 6)):
         desired = backend.render(policy, family)
         label = "%s %s" % (backend.name, family)
         rendered[label] = "".join("\n".join(o.lines()) + "\n" for _t, o in sorted(desired.items()))
@@ -88,7 +98,11 @@ def run_module(argument_spec, build_policy, **module_kwargs):
         run = _runner(module)
         if module.params["state"] == "rendered":
             wanted = module.params["backend"]
-            factory = BACKENDS.get("iptables" if wanted == "auto" else wanted)
+            if wanted == "auto":
+                # what auto would converge with, judged without root: the first backend installed
+                wanted = next((n for n in AUTO_ORDER if n in BACKENDS and _installed(BACKENDS[n](module, run))),
+                              "iptables")
+            factory = BACKENDS.get(wanted)
             if factory is None:
                 raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
             result = render_only(policy, factory(module, run))
