@@ -36,6 +36,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import socket
 from collections import namedtuple
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model
@@ -98,9 +99,12 @@ def span(pair):
 
 
 def network(net):
+    """An address or prefix as nft prints it (IPv6 as inet_ntop does: ::ffff:192.0.2.1)."""
+    addr = str(net.network_address) if net.version == 4 else \
+        socket.inet_ntop(socket.AF_INET6, net.network_address.packed)
     if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+        return addr
+    return {"prefix": {"addr": addr, "len": net.prefixlen}}
 
 
 def _op(negate):
@@ -308,13 +312,15 @@ def compile_rule(rule):
         head.append(match(meta("iifname"), _ifname(rule.in_interface), _op(rule.in_interface_negate)))
     if rule.out_interface is not None:
         head.append(match(meta("oifname"), _ifname(rule.out_interface), _op(rule.out_interface_negate)))
-    if rule.source is not None:
+    # a /0 is no address match at all (its negation is refused by fields.addresses)
+    if rule.source is not None and (rule.source.prefixlen or rule.source_negate):
         head.append(match(payload(ip, "saddr"), network(rule.source), _op(rule.source_negate)))
         c.implies_family = True
-    if rule.destination is not None:
+    if rule.destination is not None and (rule.destination.prefixlen or rule.destination_negate):
         head.append(match(payload(ip, "daddr"), network(rule.destination), _op(rule.destination_negate)))
         c.implies_family = True
-    carried = any(isinstance(m, (model.Ports, model.Icmp)) for m in rule.matches)
+    carried = any(isinstance(m, model.Icmp) or (isinstance(m, model.Ports) and _port_matches(m))
+                  for m in rule.matches)
     if rule.protocol is not None and not carried:
         head.append(match(meta("l4proto"), L4PROTO[rule.protocol]))
     if rule.protocol == ("icmp" if rule.family == 4 else "ipv6-icmp"):
@@ -325,10 +331,7 @@ def compile_rule(rule):
         if isinstance(m, model.Comment):
             c.comment = m.text
         elif isinstance(m, model.Ports):
-            if m.sport is not None:
-                side.append(match(payload(m.protocol, "sport"), span(m.sport), _op(m.sport_negate)))
-            if m.dport is not None:
-                side.append(match(payload(m.protocol, "dport"), span(m.dport), _op(m.dport_negate)))
+            side.extend(_port_matches(m))
         elif isinstance(m, model.Icmp):
             _icmp(m, side, c.excls)
         elif isinstance(m, model.Owner):
@@ -340,6 +343,18 @@ def compile_rule(rule):
             raise TypeError("no nftables form for match %r" % (m,))
     _target(rule.target, rule.family, c)
     return c
+
+
+ALL_PORTS = (0, 65535)
+
+
+def _port_matches(m):
+    """sport/dport matches; the full range without '!' is no port match at all (only the protocol)."""
+    out = []
+    for field, pair, negate in (("sport", m.sport, m.sport_negate), ("dport", m.dport, m.dport_negate)):
+        if pair is not None and (pair != ALL_PORTS or negate):
+            out.append(match(payload(m.protocol, field), span(pair), _op(negate)))
+    return out
 
 
 def _ifname(name):
