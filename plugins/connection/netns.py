@@ -16,7 +16,7 @@ description:
     a file affects every namespace host.
   - This makes a network namespace a cheap, disposable "host" for testing firewall content
     (real kernel netfilter, real sockets, no virtual machine).
-author: paranoid.netconfine developers
+author: paranoid.netconfine developers (@paranoid-netconfine)
 version_added: 0.1.0
 options:
   netns:

@@ -126,7 +126,7 @@ def run(*argv: str, ns: str | None = None, check: bool = True, timeout: float = 
     """Run argv (inside namespace ``ns`` if given); text output; raise with stderr on failure if ``check``."""
     if ns is not None:
         argv = ("ip", "netns", "exec", ns, *argv)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} -> rc {proc.returncode}\n{proc.stdout}{proc.stderr}")
     return proc
@@ -357,7 +357,7 @@ def ansible_playbook(playbook: str | Path, hosts: list[str] | dict[str, dict], e
                    ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0")
         start = time.monotonic()
         proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
         output = f"$ {' '.join(argv)}  # {time.monotonic() - start:.1f}s\n{proc.stdout}{proc.stderr}"
         results: dict[str, list[TaskResult]] = {}
         stats: dict[str, dict] = {}
