@@ -13,6 +13,7 @@ import contextlib
 import grp
 import os
 import pwd
+import re
 import select
 import shutil
 import signal
@@ -231,9 +232,62 @@ def owned_chain(save: str) -> str:
     return chains[0]
 
 
+def nft_table(ns: str) -> str:
+    """``nft list table inet netconfine`` (the nftables backend's own table), or '' when there is none."""
+    return run("nft", "list", "table", "inet", "netconfine", ns=ns, check=False).stdout
+
+
+def nft_chain(ns: str, chain: str) -> list[str]:
+    """The rules of one chain of our nftables table, one stripped line each."""
+    text = nft_table(ns)
+    match = re.search(r"chain %s \{\n(.*?)\n\t\}" % re.escape(chain), text, re.S)
+    assert match, text
+    return [line.strip() for line in match.group(1).splitlines()]
+
+
+def nothing_owned(ns: str) -> bool:
+    return "NC-" not in iptables_save(ns, 4) + iptables_save(ns, 6) + nft_table(ns)
+
+
 # --------------------------------------------------------------------------- tests
 
-def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunnel_lab, make_user, make_group):
+BACKENDS = pytest.mark.parametrize("backend", ["iptables", "nftables"])
+
+
+def kernel_rules(ns: str, backend: str) -> dict:
+    """The role's rules as the kernel holds them: {'chain', 4: [...], 6: [...]} (iptables) or {'chain', 'nft': [...]}."""
+    if backend == "iptables":
+        save4 = iptables_save(ns, 4, "filter")
+        chain = owned_chain(save4)
+        out = {"chain": chain}
+        for family, save in ((4, save4), (6, iptables_save(ns, 6, "filter"))):
+            out[family] = [line for line in save.splitlines() if line.startswith(f"-A {chain} ")]
+            out[f"policy{family}"] = re.search(r"^:OUTPUT (\w+)", save, re.M).group(1)
+            assert f'-A OUTPUT -m comment --comment "netconfine:tunnel_guard" -j {chain}' in save.splitlines(), save
+        assert "NC-" not in nft_table(ns)
+        return out
+    text = nft_table(ns)
+    chain = re.search(r"chain (NC-tunnel-guard-\w+) \{", text).group(1)
+    base = nft_chain(ns, "filter_output")
+    assert f'jump {chain} comment "netconfine:tunnel_guard"' in base, text
+    assert "NC-" not in iptables_save(ns, 4) + iptables_save(ns, 6)   # nothing left in the other backend
+    return {"chain": chain, "nft": nft_chain(ns, chain), "policy": "DROP" if "policy drop;" in base[0] else "ACCEPT"}
+
+
+def comments(lines: list[str]) -> list[str]:
+    """The rule comments in order, consecutive repeats (one rule per family) collapsed."""
+    out = []
+    for line in lines:
+        found = re.search(r'comment "([^"]+)"', line)
+        text = found.group(1) if found else line
+        if not out or out[-1] != text:
+            out.append(text)
+    return out
+
+
+@BACKENDS
+def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunnel_lab, make_user, make_group,
+                                                                            backend):
     crueller = tunnel_lab.crueller
     wheel = make_group()
     alice, plebian = make_user(), make_user()
@@ -249,40 +303,50 @@ def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunn
     assert fetch_as(crueller, plebian, "127.0.0.1", 992) == f"data:{BANNER}"
     assert rsync_as(crueller, plebian, 4).returncode == 0 and rsync_got_stuff(plebian)
 
-    _, res = converge(crueller, tunnels, check=True)
+    _, res = converge(crueller, tunnels, check=True, tunnel_guard_backend=backend)
     assert res.changed, res.result
-    assert ":NC-" not in iptables_save(crueller, 4) + iptables_save(crueller, 6)
+    assert nothing_owned(crueller)
     assert fetch_as(crueller, plebian, "::1", 992) == f"data:{BANNER}"  # check mode changed nothing
 
-    _, res = converge(crueller, tunnels)
-    assert res.changed, res.result
-    _, res = converge(crueller, tunnels, check=True)
+    _, res = converge(crueller, tunnels, tunnel_guard_backend=backend)
+    assert res.changed and res.result["backend"] == backend, res.result
+    _, res = converge(crueller, tunnels, check=True, tunnel_guard_backend=backend)
     assert not res.changed, res.result
-    result, res = converge(crueller, tunnels)
+    result, res = converge(crueller, tunnels, tunnel_guard_backend=backend)
     assert not res.changed, res.result
     assert result.stats[crueller]["changed"] == 0, result.output
 
-    # The kernel holds exactly the role's rules, IPv4 and IPv6, behind one jump; OUTPUT stays ACCEPT.
-    gid = grp.getgrnam(wheel).gr_gid
-    uid = pwd.getpwnam(alice).pw_uid
-    for family, lo in ((4, "127.0.0.1/32"), (6, "::1/128")):
-        save = iptables_save(crueller, family, "filter")
-        chain = owned_chain(save)
-        assert ":OUTPUT ACCEPT" in save
-        lines = [line for line in save.splitlines() if line.startswith(f"-A {chain} ")]
-        assert lines == [
-            f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner 0 '
-            f'-m comment --comment "tunnel_guard telnet-over-stunnel: user root" -j ACCEPT',
-            f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner {uid} '
-            f'-m comment --comment "tunnel_guard telnet-over-stunnel: user {alice}" -j ACCEPT',
-            f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 '
-            f'-m comment --comment "tunnel_guard telnet-over-stunnel: everyone else" -j REJECT --reject-with tcp-reset',
-            f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 -m owner --gid-owner {gid} --suppl-groups '
-            f'-m comment --comment "tunnel_guard rsync-attic: members of {wheel}" -j ACCEPT',
-            f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 '
-            f'-m comment --comment "tunnel_guard rsync-attic: everyone else" -j REJECT --reject-with tcp-reset',
-        ], save
-        assert f'-A OUTPUT -m comment --comment "netconfine:tunnel_guard" -j {chain}' in save.splitlines()
+    # The kernel holds the role's rules, IPv4 and IPv6, behind one tagged jump; OUTPUT still accepts.
+    rules = kernel_rules(crueller, backend)
+    chain = rules["chain"]
+    expected_comments = [
+        "tunnel_guard telnet-over-stunnel: user root", f"tunnel_guard telnet-over-stunnel: user {alice}",
+        "tunnel_guard telnet-over-stunnel: everyone else",
+        f"tunnel_guard rsync-attic: members of {wheel}", "tunnel_guard rsync-attic: everyone else"]
+    if backend == "iptables":
+        gid = grp.getgrnam(wheel).gr_gid
+        uid = pwd.getpwnam(alice).pw_uid
+        for family, lo in ((4, "127.0.0.1/32"), (6, "::1/128")):
+            assert rules[f"policy{family}"] == "ACCEPT"
+            assert rules[family] == [
+                f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner 0 '
+                f'-m comment --comment "{expected_comments[0]}" -j ACCEPT',
+                f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner {uid} '
+                f'-m comment --comment "{expected_comments[1]}" -j ACCEPT',
+                f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 '
+                f'-m comment --comment "{expected_comments[2]}" -j REJECT --reject-with tcp-reset',
+                f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 -m owner --gid-owner {gid} --suppl-groups '
+                f'-m comment --comment "{expected_comments[3]}" -j ACCEPT',
+                f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 '
+                f'-m comment --comment "{expected_comments[4]}" -j REJECT --reject-with tcp-reset',
+            ]
+    else:
+        assert rules["policy"] == "ACCEPT"
+        assert comments(rules["nft"]) == expected_comments, rules["nft"]
+        assert [line for line in rules["nft"] if "everyone else" in line] == [
+            f'{match} tcp dport {port} reject with tcp reset comment "tunnel_guard {name}: everyone else"'
+            for port, name in ((992, "telnet-over-stunnel"), (273, "rsync-attic"))
+            for match in ("ip daddr 127.0.0.1", "ip6 daddr ::1")], rules["nft"]
 
     # Behaviour, end to end through stunnel and strudel, on both loopbacks.
     for host in ("127.0.0.1", "::1"):
@@ -301,8 +365,9 @@ def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunn
             assert outsider == "root" or not rsync_got_stuff(outsider)
 
 
+@BACKENDS
 def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_strudel(tunnel_lab, make_user,
-                                                                                    make_group, cleanup):
+                                                                                    make_group, cleanup, backend):
     crueller = tunnel_lab.crueller
     wheel = make_group()
     alice, plebian, admin7 = make_user(), make_user(), make_user(groups=[wheel])
@@ -311,6 +376,7 @@ def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_stru
          "remote": {"host": "strudel", "port": 992}},
         {"name": "rsync-attic", "port": 273, "allow_groups": [wheel], "remote": {"host": "strudel", "port": 273}},
     ]
+    role_vars = {"tunnel_guard_output_policy": "drop", "tunnel_guard_backend": backend}
     # A host firewall's own stateful rule (so conntrack already tracks flows, as on any stateful host);
     # the role must leave it alone.
     foreign = ["INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]
@@ -321,29 +387,36 @@ def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_stru
                                         ready="connected", interactive=True))
     assert _held_echo(held, "before") == "echo:before"
 
-    _, res = converge(crueller, tunnels, check=True, tunnel_guard_output_policy="drop")
-    assert res.changed and "NC-" not in iptables_save(crueller, 4), res.result
-    _, res = converge(crueller, tunnels, tunnel_guard_output_policy="drop")
+    _, res = converge(crueller, tunnels, check=True, **role_vars)
+    assert res.changed and nothing_owned(crueller), res.result
+    _, res = converge(crueller, tunnels, **role_vars)
     assert res.changed, res.result
     assert res.result["resolved"] == {"strudel": ["192.0.2.2"]}  # resolved on the target, in its namespace
-    _, res = converge(crueller, tunnels, check=True, tunnel_guard_output_policy="drop")
+    _, res = converge(crueller, tunnels, check=True, **role_vars)
     assert not res.changed, res.result
-    _, res = converge(crueller, tunnels, tunnel_guard_output_policy="drop")
+    _, res = converge(crueller, tunnels, **role_vars)
     assert not res.changed, res.result
 
-    save4, save6 = iptables_save(crueller, 4, "filter"), iptables_save(crueller, 6, "filter")
-    chain = owned_chain(save4)
-    for save in (save4, save6):
-        assert ":OUTPUT DROP" in save
-        lines = [line for line in save.splitlines() if line.startswith(f"-A {chain} ")]
-        assert lines[0] == f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", save
-    for port in (992, 273):
-        assert (f"-A {chain} -d 192.0.2.2/32 -p tcp -m tcp --dport {port} -m owner --uid-owner 0 -m comment "
-                f'--comment "tunnel_guard {"telnet-over-stunnel" if port == 992 else "rsync-attic"}: daemon to remote"'
-                f" -j ACCEPT") in save4.splitlines(), save4
-    assert "192.0.2.2" not in save6  # strudel has no IPv6 address in crueller's hosts file
-    for save in (save4, save6):
-        assert "-A " + " ".join(foreign) in save.splitlines(), save
+    rules = kernel_rules(crueller, backend)
+    chain = rules["chain"]
+    if backend == "iptables":
+        for family in (4, 6):
+            assert rules[f"policy{family}"] == "DROP"
+            assert rules[family][0] == f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        for port in (992, 273):
+            name = "telnet-over-stunnel" if port == 992 else "rsync-attic"
+            assert (f"-A {chain} -d 192.0.2.2/32 -p tcp -m tcp --dport {port} -m owner --uid-owner 0 -m comment "
+                    f'--comment "tunnel_guard {name}: daemon to remote" -j ACCEPT') in rules[4], rules[4]
+        assert "192.0.2.2" not in "".join(rules[6])  # strudel has no IPv6 address in crueller's hosts file
+    else:
+        assert rules["policy"] == "DROP"
+        assert rules["nft"][0] == "ct state established,related accept", rules["nft"]
+        for port in (992, 273):
+            name = "telnet-over-stunnel" if port == 992 else "rsync-attic"
+            assert (f'ip daddr 192.0.2.2 tcp dport {port} meta skuid 0 accept '
+                    f'comment "tunnel_guard {name}: daemon to remote"') in rules["nft"], rules["nft"]
+    for family in (4, 6):
+        assert "-A " + " ".join(foreign) in iptables_save(crueller, family).splitlines()
 
     # The held flow still works (ESTABLISHED), while a new one to the same port is dropped.
     assert _held_echo(held, "still here") == "echo:still here"
@@ -361,12 +434,14 @@ def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_stru
         got = rsync_as(crueller, plebian, family)
         assert got.returncode == 10 and "Connection refused" in got.stderr, got.stderr
 
-    # state absent: chain and jump gone, OUTPUT back to ACCEPT, the tunnel open to all again.
-    _, res = converge(crueller, tunnels, tunnel_guard_output_policy="drop", tunnel_guard_state="absent")
+    # state absent: chain and jump gone, OUTPUT accepts again, the tunnel is open to all again.
+    _, res = converge(crueller, tunnels, tunnel_guard_state="absent", **role_vars)
     assert res.changed, res.result
+    assert nothing_owned(crueller)
+    assert "policy drop" not in nft_table(crueller)
     for family in (4, 6):
-        save = iptables_save(crueller, family, "filter")
-        assert ":OUTPUT ACCEPT" in save and "NC-" not in save, save
+        assert ":OUTPUT ACCEPT" in iptables_save(crueller, family, "filter")
+    assert try_connect(crueller, "root", "192.0.2.2", 8080) == "connected"
     assert fetch_as(crueller, plebian, "::1", 992) == f"data:{BANNER}"
 
 
@@ -401,7 +476,7 @@ def test_bad_variables_fail_argument_validation_naming_the_variable(netns_host, 
     assert validation.failed, result.output
     assert expected in validation.msg, validation.msg
     assert not [r for r in result.results[netns_host] if r.action == OWNER_RULE]
-    assert "NC-" not in iptables_save(netns_host, 4) + iptables_save(netns_host, 6)
+    assert nothing_owned(netns_host)
 
 
 def test_unknown_user_fails_naming_the_rule_and_changes_nothing(netns_host):
@@ -413,4 +488,4 @@ def test_unknown_user_fails_naming_the_rule_and_changes_nothing(netns_host):
     res = owner_rule_result(result, netns_host)
     assert res.failed and res.result["field"] == "rules[2].uid_owner", res.result
     assert "nct_no_such_user" in res.msg
-    assert "NC-" not in iptables_save(netns_host, 4) + iptables_save(netns_host, 6)
+    assert nothing_owned(netns_host)
