@@ -379,8 +379,23 @@ def merge_spans(pairs):
 
 # ---------------------------------------------------------------- a chain
 
+_ICMPX_OF_FAMILY = {
+    4: {"port-unreachable": "port-unreachable", "no-route": "net-unreachable",
+        "host-unreachable": "host-unreachable", "admin-prohibited": "admin-prohibited"},
+    6: {"port-unreachable": "port-unreachable", "no-route": "no-route",
+        "host-unreachable": "addr-unreachable", "admin-prohibited": "admin-prohibited"},
+}
+_VERSION_MARK = {4: ("ip", 4), 6: ("ip6", 6)}
+
+
 def _family_pass(compiled):
-    """Pair consecutive IPv4/IPv6 copies of one rule into one inet rule; mark the rest with nfproto."""
+    """Pair consecutive IPv4/IPv6 copies of one rule into one inet rule; restrict the rest to their family.
+
+    nft's listing hides ``meta nfproto`` anywhere in a rule that rejects (the
+    bytecode keeps it), so a one-family reject says its family another way:
+    a family-specific ICMP type, or ``ip version 4`` / ``ip6 version 6``
+    before a TCP reset. Everywhere else ``meta nfproto`` is kept as printed.
+    """
     out = []
     i = 0
     while i < len(compiled):
@@ -392,14 +407,29 @@ def _family_pass(compiled):
             out.append(c)
             i += 2
             continue
-        if not c.implies_family:
+        reject = c.statement[0].get("reject") if c.statement and isinstance(c.statement[0], dict) else None
+        if reject and reject.get("type") == "icmpx":
+            kind = "icmp" if c.family == 4 else "icmpv6"
+            c.statement = [{"reject": {"type": kind, "expr": _ICMPX_OF_FAMILY[c.family][reject["expr"]]}}]
+        elif not c.implies_family and reject:
+            proto, version = _VERSION_MARK[c.family]
+            c.pre.insert(0, match(payload(proto, "version"), version))
+        elif not c.implies_family:
             c.pre.insert(0, match(meta("nfproto"), NFPROTO[c.family]))
         out.append(c)
         i += 1
     return out
 
 
+def _mentions_tcp(expr):
+    text = json.dumps(expr)
+    return '"protocol": "tcp"' in text or ('"l4proto"' in text and '"tcp"' in text)
+
+
 def _rule(exprs, comment=None):
+    if exprs and exprs[-1] == {"reject": {"type": "tcp reset"}} and not any(_mentions_tcp(e) for e in exprs[:-1]):
+        # nft adds (and prints) this dependency itself; a helper chain's reject has no protocol match
+        exprs = exprs[:-1] + [match(meta("l4proto"), "tcp"), exprs[-1]]
     rule = {"expr": exprs}
     if comment is not None:
         rule["comment"] = comment
