@@ -10,7 +10,6 @@ inside a namespace.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -92,13 +91,11 @@ def sweep(own: bool = False) -> list:
     return doomed
 
 
-def iptables_rule_count(ns: str, family: int = 4) -> int:
-    """Number of rules (``-A`` lines) in every table of ``ns``."""
-    out = run("iptables-save" if family == 4 else "ip6tables-save", ns=ns)
-    return sum(1 for line in out.splitlines() if line.startswith("-A "))
+def ruleset(ns: str, backend: str) -> str:
+    """``iptables-save`` (IPv4) or ``nft list ruleset`` of ``ns``."""
+    return run("iptables-save", ns=ns) if backend == "iptables" else run("nft", "list", "ruleset", ns=ns)
 
 
-def nft_rule_count(ns: str) -> int:
-    """Number of rules in the whole nftables ruleset of ``ns``."""
-    out = json.loads(run("nft", "-j", "list", "ruleset", ns=ns) or "{}")
-    return sum(1 for item in out.get("nftables", []) if "rule" in item)
+def rule_count(text: str) -> int:
+    """Number of rules (``-A`` lines) in ``iptables-save`` output."""
+    return sum(1 for line in text.splitlines() if line.startswith("-A "))

@@ -18,6 +18,7 @@ from netconfine_bench.processes import Timed, timed
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
+LIBRARY = ROOT / "bench" / "library"
 SYSTEM_PYTHON = "/usr/bin/python3"
 _RECAP_RE = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -48,6 +49,11 @@ def peer_task(items: list) -> dict:
             "loop": items}
 
 
+def carry_task(data: dict) -> dict:
+    """The same rules handed to a module that does nothing (bench/library/ncb_carry.py)."""
+    return {"name": "carry", "ncb_carry": data}
+
+
 def trivial_task() -> dict:
     """Ansible's cost for one task through the same connection."""
     return {"name": "trivial", "ansible.builtin.command": {"cmd": "true"}}
@@ -76,12 +82,15 @@ class PlaybookRun:
         self.argv = [str(ANSIBLE_PLAYBOOK), "-i", str(path / "inventory.json"), "--forks", str(forks),
                      str(path / "playbook.json")]
 
-    def run(self, expect_changed: bool | None = None, timeout: float = 7200) -> tuple:
+    def run(self, expect_changed: bool | None = None, timeout: float = 7200, env: dict | None = None) -> tuple:
         """Run once; (Timed, Recap). Fails unless every host is ok (and changed as expected)."""
+        extra_env = env or {}
         env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_STDOUT_CALLBACK="default")
+                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_STDOUT_CALLBACK="default",
+                   ANSIBLE_LIBRARY=str(LIBRARY))
         for var in ("ANSIBLE_KEEP_REMOTE_FILES", "ANSIBLE_DEBUG", "ANSIBLE_VERBOSITY"):
             env.pop(var, None)
+        env.update(extra_env)
         result: Timed = timed(self.argv, env=env, cwd=str(ROOT), timeout=timeout)
         recap = Recap.parse(result.output)
         problems = []

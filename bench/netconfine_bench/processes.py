@@ -1,5 +1,9 @@
 """Time one whole process: wall clock and the peak RSS of its process tree.
 
+CPU time is ``ru_utime + ru_stime`` of the same rusage: unlike wall time it
+barely moves when other work competes for the CPUs, so its ratios are the
+steadier check on a busy machine.
+
 The peak RSS is ``ru_maxrss`` of the rusage ``wait4`` returns for the child: the
 largest resident set of the child and every descendant it waited for (for
 ``ansible-playbook``: the controller, its forks, and the module processes on
@@ -25,6 +29,7 @@ class Timed:
     seconds: float
     max_rss_kb: int
     output: str
+    cpu_seconds: float = 0.0   # user + system of the process and every descendant it waited for
 
     def check(self) -> "Timed":
         if self.rc != 0:
@@ -52,4 +57,4 @@ def timed(argv, data: str | None = None, env: dict | None = None, cwd: str | Non
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
         out.seek(0)
         text = out.read().decode(errors="replace")
-    return Timed(list(argv), proc.returncode, seconds, usage.ru_maxrss, text)
+    return Timed(list(argv), proc.returncode, seconds, usage.ru_maxrss, text, usage.ru_utime + usage.ru_stime)

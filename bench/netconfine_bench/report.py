@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from netconfine_bench.suite import FLOOR, PEER, variant_name
+from netconfine_bench.suite import FLOOR, FLOOR_DATA, PEER, variant_name
 
 # Issue 13 targets.
 FLOOR_RATIO_MAX = 1.3       # module / floor at the reference size, converge and rerun
@@ -19,8 +19,8 @@ FLEET_RATIO_MAX = 6.0       # fleet wall / one host
 
 
 class Stat:
-    def __init__(self, samples, estimated=False):
-        self.seconds = [s["s"] for s in samples]
+    def __init__(self, samples, estimated=False, metric="s"):
+        self.seconds = [s.get(metric, 0.0) for s in samples]
         self.rss = max((s["rss"] for s in samples), default=0)
         self.estimated = estimated
 
@@ -46,9 +46,10 @@ def _s(seconds):
     return "%.2f" % seconds if seconds < 100 else "%.0f" % seconds
 
 
-def _stat(results, section, key, phase):
+def _stat(results, section, key, phase, metric="s"):
+    """Stat of wall seconds (metric "s") or CPU seconds ("cpu"), or None if not measured."""
     samples = results["samples"].get(section, {}).get(key, {}).get(phase)
-    return Stat(samples) if samples else None
+    return Stat(samples, metric=metric) if samples else None
 
 
 def _fit(points):
@@ -61,10 +62,10 @@ def _fit(points):
     return my - slope * mx, slope
 
 
-def peer_stats(results, phase):
+def peer_stats(results, phase, metric="s"):
     """{N: Stat} for the peer at every size, measured or estimated."""
     sizes = results["config"]["sizes"]
-    measured = dict((n, _stat(results, str(n), PEER, phase)) for n in sizes)
+    measured = dict((n, _stat(results, str(n), PEER, phase, metric)) for n in sizes)
     measured = dict((n, s) for n, s in measured.items() if s)
     fit = _fit([(n, s.median) for n, s in measured.items()])
     out = dict(measured)
@@ -84,25 +85,32 @@ def _r(value):
     return "–" if value is None else "%.2f" % value
 
 
-def size_table(results):
+def size_table(results, metric="s"):
+    """Per N and variant: converge and rerun (wall or CPU seconds), peak RSS, ratios to the floor."""
     cfg = results["config"]
     backends = cfg["backends"]
-    peers = {phase: peer_stats(results, phase) for phase in ("converge", "rerun")}
+    peers = {phase: peer_stats(results, phase, metric) for phase in ("converge", "rerun")}
+    unit = "s" if metric == "s" else "CPU s"
     lines = [
-        "| N | variant | converge s, median (min–max) | rerun s, median (min–max) | peak RSS MB | "
-        "÷ floor converge | ÷ floor rerun |",
+        "| N | variant | converge %s, median (min–max) | rerun %s, median (min–max) | peak RSS MB | "
+        "÷ floor converge | ÷ floor rerun |" % (unit, unit),
         "|---:|---|---|---|---:|---:|---:|",
     ]
     for n in cfg["sizes"]:
         sec = str(n)
         rows = []
         for backend in backends:
-            floor = {p: _stat(results, sec, variant_name(FLOOR, backend), p) for p in ("converge", "rerun")}
+            floor = {p: _stat(results, sec, variant_name(FLOOR, backend), p, metric) for p in ("converge", "rerun")}
             rows.append(("floor %s" % backend, floor, floor))
-            module = {p: _stat(results, sec, variant_name("module", backend), p) for p in ("converge", "rerun")}
+            data = {p: _stat(results, sec, variant_name(FLOOR_DATA, backend), p, metric)
+                    for p in ("converge", "rerun")}
+            rows.append(("floor+data %s" % backend, data, floor))
+            module = {p: _stat(results, sec, variant_name("module", backend), p, metric)
+                      for p in ("converge", "rerun")}
             rows.append(("%s %s" % (cfg["scenario"], backend), module, floor))
         if "iptables" in backends and n in peers["converge"]:
-            floor = {p: _stat(results, sec, variant_name(FLOOR, "iptables"), p) for p in ("converge", "rerun")}
+            floor = {p: _stat(results, sec, variant_name(FLOOR, "iptables"), p, metric)
+                     for p in ("converge", "rerun")}
             rows.append(("peer ansible.builtin.iptables", {p: peers[p].get(n) for p in peers}, floor))
         for label, stat, floor in rows:
             if not stat["converge"]:
@@ -115,14 +123,36 @@ def size_table(results):
     return "\n".join(lines)
 
 
+def cost_split(results):
+    """Per N and backend: floor, what Ansible adds to carry the rules, what the module adds on top."""
+    cfg = results["config"]
+    lines = ["| N | backend | phase | floor s | + Ansible carrying the N rules s | + module's own work s | "
+             "= %s s | ÷ floor | ÷ floor+data |" % cfg["scenario"],
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for n in cfg["sizes"]:
+        for backend in cfg["backends"]:
+            for phase in ("converge", "rerun"):
+                floor = _stat(results, str(n), variant_name(FLOOR, backend), phase)
+                data = _stat(results, str(n), variant_name(FLOOR_DATA, backend), phase)
+                module = _stat(results, str(n), variant_name("module", backend), phase)
+                if not (floor and data and module):
+                    continue
+                lines.append("| %d | %s | %s | %.2f | %+.2f | %+.2f | %.2f | %s | %s |" % (
+                    n, backend, phase, floor.median, data.median - floor.median, module.median - data.median,
+                    module.median, _r(_ratio(module, floor)), _r(_ratio(module, data))))
+    return "\n".join(lines)
+
+
 def floor_breakdown(results):
     cfg = results["config"]
-    lines = ["| N | floor | ansible trivial task s | read (empty) s | apply s | read (loaded) s |",
-             "|---:|---|---:|---:|---:|---:|"]
+    lines = ["| N | floor | trivial task s | task carrying the rules s | read (empty) s | apply s | read (loaded) s |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
     for n in cfg["sizes"]:
         for backend in cfg["backends"]:
             key = variant_name(FLOOR, backend)
-            parts = [_stat(results, str(n), key, p) for p in ("ansible", "read", "apply", "read_full")]
+            parts = [_stat(results, str(n), key, "ansible"),
+                     _stat(results, str(n), variant_name(FLOOR_DATA, backend), "ansible")]
+            parts += [_stat(results, str(n), key, p) for p in ("read", "apply", "read_full")]
             if all(parts):
                 lines.append("| %d | %s | %s |" % (n, backend, " | ".join("%.3f" % p.median for p in parts)))
     return "\n".join(lines)
@@ -156,6 +186,21 @@ def targets(results):
             ratio = _ratio(module, floor)
             out.append(("%s %s %s ÷ floor at N=%d" % (cfg["scenario"], backend, phase, ref), ratio,
                         FLOOR_RATIO_MAX, None if ratio is None else ratio <= FLOOR_RATIO_MAX))
+    for backend in cfg["backends"]:
+        for phase in ("converge", "rerun"):
+            ratio = _ratio(_stat(results, str(ref), variant_name("module", backend), phase, "cpu"),
+                           _stat(results, str(ref), variant_name(FLOOR, backend), phase, "cpu"))
+            if ratio is not None:
+                out.append(("(info) %s %s %s ÷ floor at N=%d, CPU time" % (cfg["scenario"], backend, phase, ref),
+                            ratio, FLOOR_RATIO_MAX, None))
+    for backend in cfg["backends"]:
+        for phase in ("converge", "rerun"):
+            module = _stat(results, str(ref), variant_name("module", backend), phase)
+            data = _stat(results, str(ref), variant_name(FLOOR_DATA, backend), phase)
+            ratio = _ratio(module, data)
+            if ratio is not None:
+                out.append(("(info) %s %s %s ÷ floor+data at N=%d" % (cfg["scenario"], backend, phase, ref), ratio,
+                            FLOOR_RATIO_MAX, None))
     if 1000 in cfg["sizes"] and 3000 in cfg["sizes"]:
         for backend in cfg["backends"]:
             for phase in ("converge", "rerun"):
@@ -188,7 +233,7 @@ def marginal_table(results):
     sizes = cfg["sizes"]
     lines = ["| variant | phase | " + " | ".join("ms/rule %d→%d" % (a, b) for a, b in zip(sizes, sizes[1:])) + " |",
              "|---|---|" + "---:|" * (len(sizes) - 1)]
-    keys = [variant_name(k, b) for b in cfg["backends"] for k in (FLOOR, "module")]
+    keys = [variant_name(k, b) for b in cfg["backends"] for k in (FLOOR, FLOOR_DATA, "module")]
     for key in keys:
         for phase in ("converge", "rerun"):
             stats = [_stat(results, str(n), key, phase) for n in sizes]
@@ -222,6 +267,11 @@ def peer_ratios(results):
     return "\n".join(lines)
 
 
+def _has_cpu(results):
+    return any("cpu" in sample for section in results["samples"].values() for key in section.values()
+               for samples in key.values() for sample in samples)
+
+
 def render(results):
     env = results["environment"]
     cfg = results["config"]
@@ -242,9 +292,26 @@ def render(results):
         "",
         size_table(results),
         "",
+    ]
+    if _has_cpu(results):
+        parts += [
+            "### CPU time (user + system of the whole process tree; steadier than wall time on a busy machine)",
+            "",
+            size_table(results, "cpu"),
+            "",
+        ]
+    parts += [
         "### Targets",
         "",
         targets_table(results),
+        "",
+        "### Where the time goes (medians)",
+        "",
+        "floor+data: the floor with its trivial task replaced by a do-nothing module (bench/library/ncb_carry.py) "
+        "that receives the same N rules, i.e. what Ansible alone costs to parse, template, send, echo back and "
+        "return one task holding them.",
+        "",
+        cost_split(results),
         "",
         "### Peer (ansible.builtin.iptables, one task looping over the rules)",
         "",

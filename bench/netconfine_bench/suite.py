@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -21,10 +22,11 @@ import time
 from pathlib import Path
 
 from netconfine_bench import namespaces, playbooks
-from netconfine_bench.processes import timed
+from netconfine_bench.processes import Timed, timed
 from netconfine_bench.scenarios import Scenario
 
 FLOOR = "floor"
+FLOOR_DATA = "floor+data"
 PEER = "peer"
 
 
@@ -50,14 +52,18 @@ class Config:
 
 @dataclasses.dataclass
 class Results:
-    """Raw samples: samples[section][key][phase] = [{"s": seconds, "rss": kB}, ...]."""
+    """Raw samples: samples[section][key][phase] = [{"s": wall s, "cpu": user+sys s, "rss": peak kB}, ...]."""
     config: dict
     environment: dict
     samples: dict = dataclasses.field(default_factory=dict)
 
-    def add(self, section: str, key: str, phase: str, seconds: float, rss_kb: int) -> None:
-        self.samples.setdefault(section, {}).setdefault(key, {}).setdefault(phase, []).append(
-            {"s": round(seconds, 4), "rss": rss_kb})
+    def add(self, section: str, key: str, phase: str, *parts: Timed) -> None:
+        """One sample of ``phase``: the processes in ``parts`` one after the other (times add up)."""
+        self.samples.setdefault(section, {}).setdefault(key, {}).setdefault(phase, []).append({
+            "s": round(sum(p.seconds for p in parts), 4),
+            "cpu": round(sum(p.cpu_seconds for p in parts), 4),
+            "rss": max(p.max_rss_kb for p in parts),
+        })
 
     def as_dict(self) -> dict:
         return {"config": self.config, "environment": self.environment, "samples": self.samples}
@@ -108,20 +114,33 @@ def backend_available(scenario: Scenario, backend: str) -> tuple:
 
 # ------------------------------------------------------------------ one size
 
-def _check_rules(ns: str, backend: str, n: int, what: str) -> None:
-    """The kernel holds the N rules (plus at most the jump and a hook rule)."""
-    count = namespaces.iptables_rule_count(ns) if backend == "iptables" else namespaces.nft_rule_count(ns)
-    if not n <= count <= n + 2:
-        raise RuntimeError("%s in %s: the kernel holds %d %s rules, expected %d" % (what, ns, count, backend, n))
+def _check_rules(scenario: Scenario, ns: str, backend: str, n: int, what: str) -> None:
+    """The kernel holds the N rules: every kernel token; on iptables, N rules plus at most the jump."""
+    text = namespaces.ruleset(ns, backend)
+    missing = scenario.kernel_tokens(n) - set(re.findall(r"[\w.:/-]+", text))
+    if missing:
+        raise RuntimeError("%s in %s: %d of the %d rules are missing from the %s ruleset (e.g. %s)"
+                           % (what, ns, len(missing), n, backend, sorted(missing)[0]))
+    if backend == "iptables" and not n <= namespaces.rule_count(text) <= n + 1:
+        raise RuntimeError("%s in %s: iptables holds %d rules, expected %d"
+                           % (what, ns, namespaces.rule_count(text), n))
 
 
 def measure_floor(results: Results, config: Config, n: int, backend: str, workdir: str) -> str:
-    """Trivial task + one read + one apply of the same ruleset (converge); trivial task + one read (rerun)."""
-    text = config.scenario.floor(n, backend)
+    """Trivial task + one read + one apply of the same ruleset (converge); trivial task + one read (rerun).
+
+    Also "floor+data": the same with the trivial task replaced by one that carries the N rules
+    to a module that does nothing (what Ansible alone costs to move the rules through a task).
+    """
+    scenario = config.scenario
+    text = scenario.floor(n, backend)
+    carry_args = {scenario.data_key: scenario.params(n)[scenario.data_key]}
     with namespaces.hosts(1) as hosts:
         ns = hosts[0]
         with playbooks.PlaybookRun(hosts, [playbooks.trivial_task()], workdir=workdir) as pb:
             trivial, _ = pb.run()
+        with playbooks.PlaybookRun(hosts, [playbooks.carry_task(carry_args)], workdir=workdir) as pb:
+            carry, _ = pb.run(expect_changed=False)
         if backend == "iptables":
             read = ["ip", "netns", "exec", ns, "iptables-save"]
             apply, data = ["ip", "netns", "exec", ns, "iptables-restore", "--noflush", "--wait", "10"], text
@@ -132,33 +151,34 @@ def measure_floor(results: Results, config: Config, n: int, backend: str, workdi
             apply, data = ["ip", "netns", "exec", ns, "nft", "-f", str(path)], None
         read_empty = timed(read).check()
         applied = timed(apply, data=data).check()
-        _check_rules(ns, backend, n, "floor")
+        _check_rules(scenario, ns, backend, n, "floor")
         read_full = timed(read).check()
-    key = variant_name(FLOOR, backend)
-    rss = max(trivial.max_rss_kb, read_empty.max_rss_kb, applied.max_rss_kb, read_full.max_rss_kb)
-    results.add(str(n), key, "ansible", trivial.seconds, trivial.max_rss_kb)
-    results.add(str(n), key, "read", read_empty.seconds, read_empty.max_rss_kb)
-    results.add(str(n), key, "apply", applied.seconds, applied.max_rss_kb)
-    results.add(str(n), key, "read_full", read_full.seconds, read_full.max_rss_kb)
-    converge = trivial.seconds + read_empty.seconds + applied.seconds
-    rerun = trivial.seconds + read_full.seconds
-    results.add(str(n), key, "converge", converge, rss)
-    results.add(str(n), key, "rerun", rerun, max(trivial.max_rss_kb, read_full.max_rss_kb))
-    return "%s %.2fs (ansible %.2f + read %.3f + apply %.3f) / rerun %.2fs" % (
-        key, converge, trivial.seconds, read_empty.seconds, applied.seconds, rerun)
+    key, data_key, sec = variant_name(FLOOR, backend), variant_name(FLOOR_DATA, backend), str(n)
+    results.add(sec, key, "ansible", trivial)
+    results.add(sec, key, "read", read_empty)
+    results.add(sec, key, "apply", applied)
+    results.add(sec, key, "read_full", read_full)
+    results.add(sec, key, "converge", trivial, read_empty, applied)
+    results.add(sec, key, "rerun", trivial, read_full)
+    results.add(sec, data_key, "ansible", carry)
+    results.add(sec, data_key, "converge", carry, read_empty, applied)
+    results.add(sec, data_key, "rerun", carry, read_full)
+    converge, rerun = trivial.seconds + read_empty.seconds + applied.seconds, trivial.seconds + read_full.seconds
+    return "%s %.2fs (ansible %.2f, carrying the rules %.2f + read %.3f + apply %.3f) / rerun %.2fs" % (
+        key, converge, trivial.seconds, carry.seconds, read_empty.seconds, applied.seconds, rerun)
 
 
-def measure_tasks(results: Results, section: str, key: str, hosts_count: int, tasks, check_backend: str,
-                  n: int, forks: int, workdir: str) -> str:
+def measure_tasks(results: Results, scenario: Scenario, section: str, key: str, hosts_count: int, tasks,
+                  check_backend: str, n: int, forks: int, workdir: str) -> str:
     """Converge from empty (changed) then rerun (not changed) on fresh namespaces; the kernel holds N rules."""
     with namespaces.hosts(hosts_count) as hosts:
         with playbooks.PlaybookRun(hosts, tasks, forks=forks, workdir=workdir) as pb:
             converge, _ = pb.run(expect_changed=True)
             for ns in (hosts[0], hosts[-1]):
-                _check_rules(ns, check_backend, n, key)
+                _check_rules(scenario, ns, check_backend, n, key)
             rerun, _ = pb.run(expect_changed=False)
-    results.add(section, key, "converge", converge.seconds, converge.max_rss_kb)
-    results.add(section, key, "rerun", rerun.seconds, rerun.max_rss_kb)
+    results.add(section, key, "converge", converge)
+    results.add(section, key, "rerun", rerun)
     return "%s %.2fs / rerun %.2fs (%d MB)" % (key, converge.seconds, rerun.seconds,
                                               max(converge.max_rss_kb, rerun.max_rss_kb) // 1024)
 
@@ -167,13 +187,41 @@ def measure_trivial(results: Results, section: str, key: str, hosts_count: int, 
     with namespaces.hosts(hosts_count) as hosts:
         with playbooks.PlaybookRun(hosts, [playbooks.trivial_task()], forks=forks, workdir=workdir) as pb:
             trivial, _ = pb.run()
-    results.add(section, key, "converge", trivial.seconds, trivial.max_rss_kb)
-    results.add(section, key, "rerun", trivial.seconds, trivial.max_rss_kb)
+    results.add(section, key, "converge", trivial)
+    results.add(section, key, "rerun", trivial)
     return "%s %.2fs" % (key, trivial.seconds)
 
 
 def _module_tasks(scenario: Scenario, n: int, backend: str) -> list:
     return [playbooks.module_task(scenario.module, dict(scenario.params(n), backend=backend))]
+
+
+def _size_steps(results: Results, config: Config, round_: int, n: int, workdir: str) -> list:
+    """What one round measures at size N, in order: per backend the floor then the module; then the peer."""
+    scenario, section, steps = config.scenario, str(n), []
+    if round_ < config.runs:
+        for backend in config.backends:
+            steps.append(lambda b=backend: measure_floor(results, config, n, b, workdir))
+            steps.append(lambda b=backend: measure_tasks(
+                results, scenario, section, variant_name("module", b), 1, _module_tasks(scenario, n, b), b, n, 5,
+                workdir))
+    if scenario.peer and n in config.peer_sizes and round_ < config.peer_runs:
+        steps.append(lambda: measure_tasks(
+            results, scenario, section, PEER, 1, [playbooks.peer_task(scenario.peer(n))], "iptables", n, 5, workdir))
+    return steps
+
+
+def _fleet_steps(results: Results, config: Config, workdir: str) -> list:
+    """One host, then the fleet, each with Ansible's trivial task first (iptables backend)."""
+    scenario, section = config.scenario, "fleet"
+    h, r, f = config.fleet_hosts, config.fleet_rules, config.fleet_forks
+    tasks = _module_tasks(scenario, r, "iptables")
+    return [
+        lambda: measure_trivial(results, section, "floor one host", 1, f, workdir),
+        lambda: measure_tasks(results, scenario, section, "module one host", 1, tasks, "iptables", r, f, workdir),
+        lambda: measure_trivial(results, section, "floor fleet", h, f, workdir),
+        lambda: measure_tasks(results, scenario, section, "module fleet", h, tasks, "iptables", r, f, workdir),
+    ]
 
 
 def run_suite(config: Config) -> Results:
@@ -185,34 +233,17 @@ def run_suite(config: Config) -> Results:
                 "fleet_rules": config.fleet_rules, "fleet_forks": config.fleet_forks,
                 "fleet_runs": config.fleet_runs, "argv": sys.argv},
         environment=environment())
+    rounds = max(config.runs, config.peer_runs if config.peer_sizes else 0)
     with tempfile.TemporaryDirectory(prefix="ncb-") as workdir:
-        for round_ in range(max(config.runs, config.peer_runs if config.peer_sizes else 0)):
+        for round_ in range(rounds):
             for n in config.sizes:
-                steps = []
-                if round_ < config.runs:
-                    for backend in config.backends:
-                        steps.append(lambda b=backend: measure_floor(results, config, n, b, workdir))
-                        steps.append(lambda b=backend: measure_tasks(
-                            results, str(n), variant_name("module", b), 1, _module_tasks(scenario, n, b), b, n, 5,
-                            workdir))
-                if scenario.peer and n in config.peer_sizes and round_ < config.peer_runs:
-                    steps.append(lambda: measure_tasks(
-                        results, str(n), PEER, 1, [playbooks.peer_task(scenario.peer(n))], "iptables", n, 5,
-                        workdir))
-                for step in steps:
-                    _say(config, "[round %d] N=%d %s" % (round_ + 1, n, step()))
+                for step in _size_steps(results, config, round_, n, workdir):
+                    _say(config, "[round %d/%d] N=%d %s" % (round_ + 1, rounds, n, step()))
         if config.fleet_hosts:
-            section = "fleet"
-            h, r, f = config.fleet_hosts, config.fleet_rules, config.fleet_forks
-            tasks = _module_tasks(scenario, r, "iptables")
-            steps = (
-                lambda: measure_trivial(results, section, "floor one host", 1, f, workdir),
-                lambda: measure_tasks(results, section, "module one host", 1, tasks, "iptables", r, f, workdir),
-                lambda: measure_trivial(results, section, "floor fleet", h, f, workdir),
-                lambda: measure_tasks(results, section, "module fleet", h, tasks, "iptables", r, f, workdir),
-            )
             for round_ in range(config.fleet_runs):
-                for step in steps:
-                    _say(config, "[fleet round %d] %dx%d forks %d: %s" % (round_ + 1, h, r, f, step()))
+                for step in _fleet_steps(results, config, workdir):
+                    _say(config, "[fleet round %d/%d] %dx%d forks %d: %s" % (
+                        round_ + 1, config.fleet_runs, config.fleet_hosts, config.fleet_rules, config.fleet_forks,
+                        step()))
     results.environment["loadavg_at_end"] = os.getloadavg()
     return results
