@@ -523,6 +523,37 @@ def _disjoint(a, b):
     return any(x[1] < y[0] or y[1] < x[0] for x, y in zip(a, b))
 
 
+class _Run:
+    """The boxes of a run being merged, for the pairwise-disjoint test without comparing every pair.
+
+    Boxes of one run have the same dimensions. Two point boxes (low == high in
+    every dimension) overlap only when equal, so points are kept in a set; a
+    box with a range is compared one by one. A run of N single ids or ports is
+    checked in O(N) instead of O(N^2).
+    """
+
+    def __init__(self, box):
+        self.points, self.ranges = set(), []
+        self.add(box)
+
+    @staticmethod
+    def _is_point(box):
+        return all(low == high for low, high in box)
+
+    def disjoint(self, box):
+        if not all(_disjoint(box, other) for other in self.ranges):
+            return False
+        if self._is_point(box):
+            return box not in self.points
+        return all(_disjoint(box, other) for other in self.points)
+
+    def add(self, box):
+        if self._is_point(box):
+            self.points.add(box)
+        else:
+            self.ranges.append(box)
+
+
 def merge_lookups(rules, minimum=2):
     """Merge runs of rules that differ only in owner ids / ports into one set or verdict-map rule.
 
@@ -537,12 +568,12 @@ def merge_lookups(rules, minimum=2):
         first = _shape(rules[i])
         j = i + 1
         if first is not None:
-            boxes = [first[1]]
+            boxes = _Run(first[1])
             while j < len(rules):
                 nxt = _shape(rules[j])
-                if nxt is None or nxt[0] != first[0] or not all(_disjoint(nxt[1], b) for b in boxes):
+                if nxt is None or nxt[0] != first[0] or not boxes.disjoint(nxt[1]):
                     break
-                boxes.append(nxt[1])
+                boxes.add(nxt[1])
                 j += 1
         if first is None or j - i < minimum:
             out.append(rules[i])

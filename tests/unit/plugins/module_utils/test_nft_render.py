@@ -237,6 +237,38 @@ def test_runs_are_merged_separately_around_a_rule_that_cannot_be():
     assert main(rules) == ["meta skuid vmap { 1 : accept, 2 : drop }", "meta skuid 3 log", "meta skuid { 1, 4 } accept"]
 
 
+def test_a_long_run_is_checked_for_overlaps_without_comparing_every_pair(monkeypatch):
+    calls = []
+    disjoint = nft_render._disjoint
+    monkeypatch.setattr(nft_render, "_disjoint", lambda a, b: calls.append(1) or disjoint(a, b))
+    rules = [r for i in range(3000) for r in owner_port(20000 + i, 10000 + i)]
+    out = main(rules)
+    assert len(out) == 1 and out[0].count(" . ") == 1 + 3000  # the key, then one per element
+    assert calls == []  # single ids and ports: a set lookup each, not 4.5 million box comparisons
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_run_disjointness_is_the_pairwise_test(seed):
+    rng = random.Random(seed)
+
+    def box():
+        out = []
+        for _ in range(2):
+            low = rng.randint(0, 6)
+            out.append((low, low + rng.choice((0, 0, 0, 1, 3))))
+        return tuple(out)
+
+    boxes = [box()]
+    run = nft_render._Run(boxes[0])
+    for _ in range(25):
+        new = box()
+        expected = all(nft_render._disjoint(new, old) for old in boxes)
+        assert run.disjoint(new) == expected, (new, boxes)
+        if expected:
+            run.add(new)
+            boxes.append(new)
+
+
 # A tiny evaluator of our rule dicts: enough to run chains before and after merging.
 
 def _left_value(left, packet):
