@@ -664,6 +664,9 @@ def _normal_value(value, plain_set):
 def _normal_expr(expr):
     if isinstance(expr, dict) and "match" in expr:
         m = dict(expr["match"])
+        if "socket" in m["left"] and m["left"]["socket"].get("key") == "cgroupv2":
+            # nft -j prints no level (it is the depth of the path)
+            m["left"] = {"socket": {"key": "cgroupv2"}}
         right = m["right"]
         if m["op"] == "in" and isinstance(right, list):
             right = sorted(right)
@@ -702,7 +705,7 @@ _BARE_META = ("iifname", "oifname", "iif", "oif", "mark")
 _QUOTED = ("iifname", "oifname")
 
 
-def _fmt_left(left):
+def _fmt_left(left, right=None):
     if "meta" in left:
         key = left["meta"]["key"]
         return key if key in _BARE_META else "meta %s" % key
@@ -712,7 +715,10 @@ def _fmt_left(left):
         return "ct %s" % left["ct"]["key"]
     if "socket" in left:
         sock = left["socket"]
-        return "socket %s" % sock["key"] + (" level %d" % sock["level"] if "level" in sock else "")
+        level = sock.get("level")
+        if level is None and sock["key"] == "cgroupv2" and isinstance(right, str):
+            level = right.strip("/").count("/") + 1
+        return "socket %s" % sock["key"] + (" level %d" % level if level is not None else "")
     if "concat" in left:
         return " . ".join(_fmt_left(x) for x in left["concat"])
     return json.dumps(left, sort_keys=True)
@@ -749,7 +755,7 @@ def format_expr(expr):
         left = body["left"]
         quoted = ("meta" in left and left["meta"]["key"] in _QUOTED) or "socket" in left
         op = "" if body["op"] in ("==", "in") else body["op"] + " "
-        return "%s %s%s" % (_fmt_left(left), op, _fmt_value(body["right"], quoted))
+        return "%s %s%s" % (_fmt_left(left, body["right"]), op, _fmt_value(body["right"], quoted))
     if kind in ("accept", "drop", "return", "continue", "jump", "goto"):
         return _fmt_verdict(expr)
     if kind == "vmap":

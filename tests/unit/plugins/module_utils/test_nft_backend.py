@@ -435,3 +435,37 @@ def test_parse_list_of_real_nft_output():
     assert table.chain("NC-a-12345678").definition is None
     assert json.loads(table.chain("NC-a-12345678").rules[0]) == {
         "expr": [{"match": {"op": "==", "left": {"meta": {"key": "skuid"}}, "right": 0}}, {"accept": None}]}
+
+
+# ---------------------------------------------------------------- nft syntax for what nft's JSON parser lacks
+
+def test_a_cgroup_rule_goes_as_nft_syntax_in_one_batch(nft):
+    backend = NftablesBackend(nft, NFT)
+    pol = policy("cg", [{"cgroup": "/system.slice/stunnel4.service", "protocol": "tcp", "jump": "ACCEPT"}])
+    script = backend.script({}, {}, backend.render(pol, "ruleset"))
+    assert script.splitlines() == [
+        "add table inet netconfine",
+        "add chain inet netconfine %s" % chain_of("cg"),
+        "add rule inet netconfine %s meta l4proto tcp socket cgroupv2 level 2 "
+        '"system.slice/stunnel4.service" accept' % chain_of("cg"),
+        "add chain inet netconfine filter_output { type filter hook output priority -1 ; policy accept ; }",
+        'add rule inet netconfine filter_output jump %s comment "netconfine:cg"' % chain_of("cg"),
+    ]
+
+
+def test_a_cgroup_rule_compares_without_the_level_nft_json_omits():
+    listed = {"expr": [{"match": {"op": "==", "left": {"socket": {"key": "cgroupv2"}}, "right": "a/b"}},
+                       {"accept": None}]}
+    ours = {"expr": [{"match": {"op": "==", "left": {"socket": {"key": "cgroupv2", "level": 2}}, "right": "a/b"}},
+                     {"accept": None}]}
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import canonical, normalise
+    assert canonical(normalise(listed)) == canonical(normalise(ours))
+
+
+@pytest.mark.parametrize("text", ['x" ; flush ruleset', "x\nflush ruleset", "x}", "x#", "x;", "x'", "x$y", "x\\"])
+def test_nft_syntax_is_never_written_with_text_that_could_break_out(text):
+    cmds = [{"add": {"rule": {"family": "inet", "table": "netconfine", "chain": "c", "comment": text,
+                              "expr": [{"accept": None}]}}}]
+    with pytest.raises(NetconfineError) as err:
+        nft_backend.batch_text(cmds)
+    assert err.value.field == "backend"
