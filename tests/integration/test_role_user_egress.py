@@ -251,6 +251,13 @@ def test_icmp_follows_the_families_of_the_role_and_of_the_destinations(egress_ho
     assert ping(ns, carol, "::1").returncode == 0
     assert ping(ns, carol, "127.0.0.1").returncode != 0
 
+    # A negated destination ("all but 127.0.0.1") leaves the other family entirely covered, not open.
+    result = converge(ns, [{"name": "no-ping-but-lo4", "protocol": "icmp", "icmp_type": "echo-request",
+                            "destination": ["!127.0.0.1"], "jump": "REJECT"}], user_egress_backend=backend)
+    assert owner_rule_results(result, ns)[-1].changed, result.output
+    assert ping(ns, carol, "127.0.0.1").returncode == 0
+    assert ping(ns, carol, "::1").returncode != 0
+
 
 @pytest.mark.parametrize(("policies", "expected"), [
     ([{"name": "x", "users": ["root"], "groups": ["root"], "jump": "LOG"}],
