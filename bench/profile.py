@@ -47,7 +47,7 @@ def _table(columns, rows):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     p.add_argument("--scenario", default="owner_rule", choices=sorted(SCENARIOS))
     p.add_argument("--sizes", type=_sizes, default=(10, 1000, 3000))
     p.add_argument("--backend", default="iptables")

@@ -26,7 +26,7 @@ def run(*argv: str, ns: str | None = None, data: str | None = None, check: bool 
     """Run argv (inside namespace ``ns`` if given); its stdout; raise with stderr on failure if ``check``."""
     if ns is not None:
         argv = ("ip", "netns", "exec", ns) + argv
-    proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=600, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError("%s -> rc %d\n%s%s" % (" ".join(argv), proc.returncode, proc.stdout, proc.stderr))
     return proc.stdout
@@ -37,7 +37,7 @@ def create(count: int = 1) -> list:
     global _counter
     names = []
     try:
-        for _ in range(count):
+        while len(names) < count:
             _counter += 1
             name = "%s-%d-%d" % (PREFIX, os.getpid(), _counter)
             run("ip", "netns", "add", name)

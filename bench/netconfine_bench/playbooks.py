@@ -82,8 +82,8 @@ class PlaybookRun:
         self.argv = [str(ANSIBLE_PLAYBOOK), "-i", str(path / "inventory.json"), "--forks", str(forks),
                      str(path / "playbook.json")]
 
-    def run(self, expect_changed: bool | None = None, timeout: float = 7200, env: dict | None = None) -> tuple:
-        """Run once; (Timed, Recap). Fails unless every host is ok (and changed as expected)."""
+    def run(self, expect_changed: bool | None = None, timeout: float = 7200, env: dict | None = None) -> Timed:
+        """Run once. Fails unless every host is ok (and changed as expected)."""
         extra_env = env or {}
         env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_STDOUT_CALLBACK="default",
@@ -106,7 +106,7 @@ class PlaybookRun:
                 problems.append("%s changed=%d, expected %s" % (host, stats["changed"], expect_changed))
         if problems:
             raise RuntimeError("%s: %s\n%s" % (" ".join(self.argv), "; ".join(problems), result.output[-6000:]))
-        return result, recap
+        return result
 
     def close(self) -> None:
         self._dir.cleanup()

@@ -36,7 +36,7 @@ _DEBUG_LINE = re.compile(r"^\s*\d+ (\d+\.\d+): (.*)$")
 def timeline(hosts, tasks, workdir: str, expect_changed: bool | None = None) -> dict:
     """{phase: seconds} (and 'whole run') for one playbook with one task on one host."""
     with playbooks.PlaybookRun(hosts, tasks, workdir=workdir) as pb:
-        timed, _ = pb.run(expect_changed=expect_changed, env={"ANSIBLE_DEBUG": "1"})
+        timed = pb.run(expect_changed=expect_changed, env={"ANSIBLE_DEBUG": "1"})
         playbook = pb.argv[-1]
     events = [(float(m.group(1)), m.group(2)) for m in map(_DEBUG_LINE.match, timed.output.splitlines()) if m]
     out = {}
@@ -92,15 +92,15 @@ def profile_module(ns: str, fqcn: str, args: dict, workdir: str) -> tuple:
     proc = subprocess.run(
         ["ip", "netns", "exec", ns, str(playbooks.ROOT / ".venv" / "bin" / "python"), str(work / "driver.py"),
          module_name(fqcn), str(work / "args.json"), str(work / "stats")],
-        capture_output=True, text=True, env=env, timeout=3600)
+        capture_output=True, text=True, env=env, timeout=3600, check=False)
     result = {}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             result = json.loads(line)
             break
     if proc.returncode != 0 or result.get("failed"):
-        raise RuntimeError("profiling %s failed: rc %d\n%s%s" % (fqcn, proc.returncode, proc.stdout[-3000:],
-                                                                  proc.stderr[-3000:]))
+        raise RuntimeError("profiling %s failed: rc %d\n%s%s"
+                           % (fqcn, proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
     stats = pstats.Stats(str(work / "stats"))
     stages = {"whole module (under cProfile)": max(v[3] for v in stats.stats.values())}
     for stage, filename, function in STAGES:

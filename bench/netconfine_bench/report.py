@@ -213,17 +213,17 @@ def targets(results):
         fleet, one = _stat(results, "fleet", "module fleet", phase), _stat(results, "fleet", "module one host", phase)
         ratio = _ratio(fleet, one)
         if ratio is not None:
-            out.append(("fleet %d×%d forks %d %s ÷ one host" % (cfg["fleet_hosts"], cfg["fleet_rules"],
-                                                              cfg["fleet_forks"], phase),
-                        ratio, FLEET_RATIO_MAX, ratio <= FLEET_RATIO_MAX))
+            what = "fleet %d×%d forks %d %s ÷ one host" % (
+                cfg["fleet_hosts"], cfg["fleet_rules"], cfg["fleet_forks"], phase)
+            out.append((what, ratio, FLEET_RATIO_MAX, ratio <= FLEET_RATIO_MAX))
     return out
 
 
 def targets_table(results):
     lines = ["| target | measured | limit | met |", "|---|---:|---:|---|"]
     for what, value, limit, met in targets(results):
-        lines.append("| %s | %s | ≤ %.1f | %s |" % (what, _r(value), limit,
-                                                     "n/a" if met is None else ("yes" if met else "**NO**")))
+        verdict = "n/a" if met is None else ("yes" if met else "**NO**")
+        lines.append("| %s | %s | ≤ %.1f | %s |" % (what, _r(value), limit, verdict))
     return "\n".join(lines)
 
 

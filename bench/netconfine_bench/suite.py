@@ -75,7 +75,7 @@ def _say(config: Config, text: str) -> None:
 
 def _version(argv) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         return (out.stdout or out.stderr).strip().splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         return "unavailable"
@@ -107,7 +107,7 @@ def backend_available(scenario: Scenario, backend: str) -> tuple:
             try:
                 pb.run(expect_changed=True)
             except RuntimeError as exc:
-                lines = [l for l in str(exc).splitlines() if "msg" in l or "FAILED" in l or "ERROR" in l]
+                lines = [line for line in str(exc).splitlines() if "msg" in line or "FAILED" in line or "ERROR" in line]
                 return False, (lines[-1].strip() if lines else str(exc).splitlines()[0])[:300]
     return True, ""
 
@@ -138,9 +138,9 @@ def measure_floor(results: Results, config: Config, n: int, backend: str, workdi
     with namespaces.hosts(1) as hosts:
         ns = hosts[0]
         with playbooks.PlaybookRun(hosts, [playbooks.trivial_task()], workdir=workdir) as pb:
-            trivial, _ = pb.run()
+            trivial = pb.run()
         with playbooks.PlaybookRun(hosts, [playbooks.carry_task(carry_args)], workdir=workdir) as pb:
-            carry, _ = pb.run(expect_changed=False)
+            carry = pb.run(expect_changed=False)
         if backend == "iptables":
             read = ["ip", "netns", "exec", ns, "iptables-save"]
             apply, data = ["ip", "netns", "exec", ns, "iptables-restore", "--noflush", "--wait", "10"], text
@@ -173,20 +173,20 @@ def measure_tasks(results: Results, scenario: Scenario, section: str, key: str, 
     """Converge from empty (changed) then rerun (not changed) on fresh namespaces; the kernel holds N rules."""
     with namespaces.hosts(hosts_count) as hosts:
         with playbooks.PlaybookRun(hosts, tasks, forks=forks, workdir=workdir) as pb:
-            converge, _ = pb.run(expect_changed=True)
+            converge = pb.run(expect_changed=True)
             for ns in (hosts[0], hosts[-1]):
                 _check_rules(scenario, ns, check_backend, n, key)
-            rerun, _ = pb.run(expect_changed=False)
+            rerun = pb.run(expect_changed=False)
     results.add(section, key, "converge", converge)
     results.add(section, key, "rerun", rerun)
-    return "%s %.2fs / rerun %.2fs (%d MB)" % (key, converge.seconds, rerun.seconds,
-                                              max(converge.max_rss_kb, rerun.max_rss_kb) // 1024)
+    rss_mb = max(converge.max_rss_kb, rerun.max_rss_kb) // 1024
+    return "%s %.2fs / rerun %.2fs (%d MB)" % (key, converge.seconds, rerun.seconds, rss_mb)
 
 
 def measure_trivial(results: Results, section: str, key: str, hosts_count: int, forks: int, workdir: str) -> str:
     with namespaces.hosts(hosts_count) as hosts:
         with playbooks.PlaybookRun(hosts, [playbooks.trivial_task()], forks=forks, workdir=workdir) as pb:
-            trivial, _ = pb.run()
+            trivial = pb.run()
     results.add(section, key, "converge", trivial)
     results.add(section, key, "rerun", trivial)
     return "%s %.2fs" % (key, trivial.seconds)
