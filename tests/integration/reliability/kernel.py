@@ -28,10 +28,20 @@ _NFT_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 
 # --------------------------------------------------------------------------- reading
 
-def _save(ns: str, argv: list[str]) -> str:
+def _save(ns: str | None, argv: list[str]) -> str:
     out = nchelpers.run(*argv, ns=ns).stdout
     lines = [line for line in out.splitlines() if not line.startswith("#")]
     return "\n".join(_COUNTERS.sub("[0:0]", line) for line in lines) + "\n"
+
+
+def snapshot_of_pid(pid: int) -> dict[str, str]:
+    """``snapshot`` of the network namespace process ``pid`` is in (also one no longer in /run/netns)."""
+    enter = ["nsenter", "--net=/proc/%d/ns/net" % pid]
+    return {
+        "iptables": _save(None, enter + ["iptables-save"]),
+        "ip6tables": _save(None, enter + ["ip6tables-save"]),
+        "nft": _NFT_COUNTER.sub("counter packets 0 bytes 0", nchelpers.run(*enter, "nft", "list", "ruleset").stdout),
+    }
 
 
 def snapshot(ns: str, legacy: bool = False) -> dict[str, str]:
