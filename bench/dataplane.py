@@ -1,0 +1,240 @@
+"""Dataplane benchmark (issue 12): packets per second through loopback with 1,000 owner rules loaded.
+
+Run as root from the checkout, with the pinned tools:
+
+    .venv/bin/python bench/dataplane.py                 # 1,000 rules, 5 rounds of 3 s per variant (~1 min)
+    .venv/bin/python bench/dataplane.py --rules 3000 --runs 7 --seconds 5
+    .venv/bin/python bench/dataplane.py --legacy        # also iptables-legacy, where the kernel has it
+
+Variants, each in a fresh network namespace (``ncb-<pid>-<n>``, deleted afterwards; the host's
+own firewall is never touched):
+
+    empty      no ruleset at all
+    iptables   the owner_rule policy converged by the iptables backend (iptables-nft): N rules per family
+    nftables   the same policy converged by the nftables backend: one verdict-map lookup
+    legacy     (--legacy) the iptables backend on iptables-legacy
+
+The policy is N rules ``{protocol: udp, destination_port: 20000+i, uid_owner: 20000+i,
+jump: ACCEPT or DROP}`` (alternating, so nft needs a verdict map, not a set), converged by
+the collection's own engine and backends, exactly as the module would. The sender is a
+Python loop on a connected UDP socket, run as a user that matches no rule (``nobody``),
+sending to 127.0.0.1:20000 for the given time; every one of its packets walks the whole
+OUTPUT path. What reached the receiving socket is counted by the kernel (``Udp:
+InDatagrams`` + ``RcvbufErrors`` of the namespace's /proc/net/snmp: the receiver binds
+the port and never reads, so nothing is sent back and no receiver competes for a CPU).
+
+Each round measures every variant once, in a rotating order; medians over the rounds and
+their ratios to ``empty`` are printed. Target: nftables within 10% of empty (ratio >= 0.90).
+Writes bench/results/dataplane-<time>.json. Exit status 1 if --fail-on-miss and the target
+is missed, 2 on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from netconfine_bench import namespaces  # noqa: E402
+
+RESULTS_DIR = BENCH / "results"
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+COLLECTIONS = str(ROOT / ".build" / "collections")
+SYSTEM_PYTHON = "/usr/bin/python3"
+PORT = 20000
+SENDER_USER = "nobody"
+TARGET = 0.90
+
+# Runs inside the namespace: converge the policy with one backend of the collection's engine.
+_LOAD = textwrap.dedent("""
+    import json, subprocess, sys
+    sys.path.insert(0, sys.argv[1])
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, owner_model
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
+
+    def run(argv, data=None):
+        p = subprocess.run(argv, input=data, capture_output=True, text=True)
+        return p.returncode, p.stdout, p.stderr
+
+    kind = sys.argv[3]
+    if kind == "nftables":
+        backend = NftablesBackend(run, "nft")
+    else:
+        prefix = "-legacy" if kind == "legacy" else "-nft"
+        backend = IptablesBackend(run, {4: ("iptables%s-save" % prefix, "iptables%s-restore" % prefix),
+                                        6: ("ip6tables%s-save" % prefix, "ip6tables%s-restore" % prefix)})
+    policy = owner_model.build_policy(json.loads(sys.argv[2]))
+    result = engine.converge(policy, [backend], lock_timeout=60)
+    print(json.dumps({"changed": result["changed"]}))
+""")
+
+# Runs inside the namespace as SENDER_USER: send for N seconds, print how many sends succeeded.
+_SEND = textwrap.dedent("""
+    import socket, sys, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    send, payload, n, errors = s.send, b"x" * 16, 0, 0
+    end = time.monotonic() + float(sys.argv[2])
+    while True:
+        for _ in range(1000):
+            try:
+                send(payload)
+            except OSError:
+                errors += 1
+        n += 1000
+        if time.monotonic() >= end:
+            break
+    print(n, errors)
+""")
+
+# Runs inside the namespace as root: bind the port, never read, until killed.
+_SINK = textwrap.dedent("""
+    import socket, sys, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    print("ready", flush=True)
+    time.sleep(86400)
+""")
+
+
+def policy(rules: int) -> dict:
+    return {"name": "bench-dataplane", "rules": [
+        {"protocol": "udp", "destination_port": str(PORT + i), "uid_owner": str(20000 + i),
+         "jump": "ACCEPT" if i % 2 == 0 else "DROP"} for i in range(rules)]}
+
+
+def load(ns: str, kind: str, rules: int) -> str:
+    """Converge the policy in ``ns``; return a one-line description of what the kernel holds."""
+    if kind == "empty":
+        return "no ruleset"
+    out = namespaces.run(PYTHON, "-c", _LOAD, COLLECTIONS, json.dumps(policy(rules)), kind, ns=ns)
+    if not json.loads(out)["changed"]:
+        raise RuntimeError("%s: converging the policy changed nothing" % kind)
+    if kind == "nftables":
+        listed = json.loads(namespaces.run("nft", "-j", "list", "table", "inet", "netconfine", ns=ns))["nftables"]
+        lookups = [r for r in listed if "rule" in r and any("vmap" in e for e in r["rule"]["expr"])]
+        elements = sum(len(e["vmap"]["data"]["set"]) for r in lookups for e in r["rule"]["expr"] if "vmap" in e)
+        count = sum(1 for r in listed if "rule" in r)
+        if elements != rules:
+            raise RuntimeError("nftables: expected one lookup of %d elements, found %d" % (rules, elements))
+        return "%d nft rules in table inet netconfine, %d verdict map(s) of %d elements" % (
+            count, len(lookups), elements)
+    save = namespaces.run("iptables-legacy-save" if kind == "legacy" else "iptables-nft-save", ns=ns)
+    owner = sum(1 for line in save.splitlines() if "--uid-owner" in line)
+    if owner != rules:
+        raise RuntimeError("%s: expected %d owner rules, found %d" % (kind, rules, owner))
+    return "%d IPv4 owner rules in one chain (and as many for IPv6)" % owner
+
+
+def snmp_udp(ns: str) -> dict:
+    lines = [line.split() for line in namespaces.run("cat", "/proc/net/snmp", ns=ns).splitlines()
+             if line.startswith("Udp:")]
+    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
+
+
+def measure(ns: str, seconds: float) -> dict:
+    before = snmp_udp(ns)
+    start = time.monotonic()
+    out = namespaces.run("runuser", "-u", SENDER_USER, "--", SYSTEM_PYTHON, "-c", _SEND, str(PORT),
+                         str(seconds), ns=ns)
+    elapsed = time.monotonic() - start
+    after = snmp_udp(ns)
+    sent, errors = (int(x) for x in out.split())
+    received = (after["InDatagrams"] - before["InDatagrams"]) + (after["RcvbufErrors"] - before["RcvbufErrors"])
+    if errors or received < sent * 0.9:
+        raise RuntimeError("packets were refused or lost (sent %d, errors %d, received %d): the sender must "
+                           "match no rule" % (sent, errors, received))
+    return {"pps": received / seconds, "sent": sent, "received": received, "elapsed": elapsed}
+
+
+def start_sink(ns: str):
+    import subprocess
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, SYSTEM_PYTHON, "-c", _SINK, str(PORT)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("the receiving socket did not start in %s" % ns)
+    return proc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", type=int, default=1000, help="owner rules in the policy (default 1000)")
+    parser.add_argument("--runs", type=int, default=5, help="rounds; medians over them (default 5, at least 3)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="sending time per measurement (default 3)")
+    parser.add_argument("--legacy", action="store_true", help="also measure the iptables backend on iptables-legacy")
+    parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when nftables is below the target")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("dataplane: run as root (network namespaces, netfilter)", file=sys.stderr)
+        return 2
+    if args.runs < 3:
+        parser.error("--runs must be at least 3 (medians)")
+    variants = ["empty", "iptables", "nftables"] + (["legacy"] if args.legacy else [])
+    namespaces.sweep()
+    sinks = []
+    names = namespaces.create(len(variants))
+    try:
+        hosts = dict(zip(variants, names))
+        loaded = {}
+        for kind, ns in hosts.items():
+            t0 = time.monotonic()
+            loaded[kind] = load(ns, kind, args.rules)
+            print("%-9s %s (converged in %.1f s)" % (kind, loaded[kind], time.monotonic() - t0), file=sys.stderr)
+            sinks.append(start_sink(ns))
+        samples = dict((k, []) for k in variants)
+        lost = dict((k, 0) for k in variants)
+        for round_no in range(args.runs):
+            order = variants[round_no % len(variants):] + variants[:round_no % len(variants)]
+            for kind in order:
+                got = measure(hosts[kind], args.seconds)
+                samples[kind].append(got["pps"])
+                lost[kind] += got["sent"] - got["received"]
+            print("round %d/%d: %s" % (round_no + 1, args.runs, ", ".join(
+                "%s %.0f" % (k, samples[k][-1]) for k in variants)), file=sys.stderr)
+    finally:
+        for proc in sinks:
+            proc.kill()
+            proc.wait()
+        namespaces.delete(names)
+
+    medians = dict((k, statistics.median(v)) for k, v in samples.items())
+    ratios = dict((k, medians[k] / medians["empty"]) for k in variants)
+    print()
+    print("Dataplane: UDP packets/s from a user matching none of %d owner rules, loopback, "
+          "medians of %d runs of %.0f s" % (args.rules, args.runs, args.seconds))
+    print()
+    print("| variant | what the kernel holds | packets/s (median) | min - max | vs empty |")
+    print("|---|---|---:|---:|---:|")
+    for kind in variants:
+        print("| %s | %s | %.0f | %.0f - %.0f | %.2fx |" % (kind, loaded[kind], medians[kind], min(samples[kind]),
+                                                             max(samples[kind]), ratios[kind]))
+    print()
+    print("nftables / iptables: %.2fx" % (medians["nftables"] / medians["iptables"]))
+    met = ratios["nftables"] >= TARGET
+    print("target (nftables at %d owners within 10%% of empty, ratio >= %.2f): %s (%.2f)"
+          % (args.rules, TARGET, "met" if met else "MISSED", ratios["nftables"]))
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / ("dataplane-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
+    path.write_text(json.dumps({"rules": args.rules, "runs": args.runs, "seconds": args.seconds,
+                                "loaded": loaded, "samples": samples, "medians": medians, "ratios": ratios,
+                                "target": TARGET, "met": met}, indent=1))
+    print("raw results: %s" % path.relative_to(ROOT))
+    return 1 if args.fail_on_miss and not met else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RuntimeError as exc:
+        print("dataplane: %s" % exc, file=sys.stderr)
+        sys.exit(2)
