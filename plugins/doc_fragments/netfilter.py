@@ -31,8 +31,11 @@ options:
   backend:
     description:
       - Netfilter backend. V(iptables) drives C(iptables-restore) (nf_tables or legacy variant).
-      - V(auto) picks the best usable one and returns its name in RV(backend). After a switch, what another
-        backend owned for this task is removed in the same run.
+      - V(nftables) drives C(nft) with a table of its own, C(inet netconfine), changed in one transaction for
+        both IP families. Its semantics differ from iptables in places (an accept does not override another
+        table's drop; supplementary-group membership is resolved when the task runs), see C(docs/backends.md).
+      - V(auto) picks the best usable one (nftables where C(nft) works, else iptables) and returns its name in
+        RV(backend). After a switch, what another backend owned for this task is removed in the same run.
     type: str
     choices: [auto, iptables, nftables]
     default: auto
