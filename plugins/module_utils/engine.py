@@ -119,8 +119,9 @@ def converge(policy, backends, check_mode=False, lock_timeout=60):
                 applied.append(u)
                 u.backend.apply(u.unit, u.script)
             for u in pending:
-                after = u.backend.owned(u.backend.read(u.unit), u.policy, u.unit)
-                if after != u.desired:
+                tables = u.backend.read(u.unit)
+                after = u.backend.owned(tables, u.policy, u.unit)
+                if after != u.desired and not _moved_by_others(u, tables, after):
                     raise NotConverged(
                         "did not converge: after applying, %s holds\n%s\ninstead of\n%s"
                         % (u.label, _text(after), _text(u.desired)), "backend")
@@ -131,6 +132,18 @@ def converge(policy, backends, check_mode=False, lock_timeout=60):
                 exc.details["rollback_errors"] = rollback_errors
             raise
         return result
+
+
+def _moved_by_others(u, tables, after):
+    """Whether the read-back differs only because another tool changed the order after our commit.
+
+    Docker, kube-proxy and firewalld insert their rules at the top of built-in chains at any time: one
+    that lands between our apply and our read-back puts our "first" jump second. That run did converge
+    (the next run reports the drift and moves the jump back); failing it would roll back a good change.
+    Backends without the check compare strictly.
+    """
+    check = getattr(u.backend, "moved_by_others", None)
+    return bool(check and check(u.tables, tables, after, u.desired))
 
 
 def _roll_back(applied):

@@ -239,6 +239,29 @@ class IptablesBackend:
                 "%s rejected the change (rc=%d): %s" % (restore, rc, (err or out).strip()), "backend",
                 command=" ".join(argv), stdin=script, stderr=err)
 
+    def moved_by_others(self, read, now, after, desired):
+        """Whether ``after`` (owned state in ``now``) differs from ``desired`` only in where jumps sit, and
+        only because of rules that were not in ``read`` (what this run read before applying): another
+        tool inserted them concurrently. A jump that is missing, doubled, or misplaced relative to rules
+        that were already there is not excused."""
+        for table in set(after) | set(desired):
+            got, want = after.get(table, Owned(table)), desired.get(table, Owned(table))
+            if got.chains != want.chains or got.policies != want.policies or len(got.jumps) != len(want.jumps):
+                return False
+            for (chain, line, placement), (want_chain, want_line, position) in zip(got.jumps, want.jumps):
+                if (chain, line) != (want_chain, want_line) or not (placement == position or
+                                                                    placement.startswith("at ")):
+                    return False
+                if placement == position:
+                    continue
+                rules = now[table].chain_rules(chain)
+                index = rules.index(line)
+                wrong_side = rules[:index] if position == "first" else rules[index + 1:]
+                old = set(read[table].chain_rules(chain)) if table in read else set()
+                if any(rule in old for rule in wrong_side if not _TAGGED.match(rule)):
+                    return False
+        return True
+
     def snapshot_jumps(self, tables, current):
         """(table, chain, line) -> index of every owned jump, for rollback."""
         out = {}
