@@ -8,7 +8,8 @@ found on PATH, real kernel), exactly as Ansible would run it, but without starti
 and re-importing Ansible for every call. Results (the module's JSON, plus ``_start``/``_end``
 wall-clock times) go to RESULT.json.
 
-``start_at`` (epoch seconds) makes several drivers start their first call at the same moment.
+``start_at`` (epoch seconds) makes several drivers start their first call at the same moment; a call's
+``pause`` (seconds) waits before it.
 """
 
 import contextlib
@@ -61,7 +62,10 @@ def main():
         job = json.load(handle)
     if job.get("start_at"):
         time.sleep(max(0.0, job["start_at"] - time.time()))
-    results = [call(c["module"], c["args"], c.get("check", False), c.get("diff", False)) for c in job["calls"]]
+    results = []
+    for c in job["calls"]:
+        time.sleep(c.get("pause", 0))
+        results.append(call(c["module"], c["args"], c.get("check", False), c.get("diff", False)))
     with open(sys.argv[2], "w") as handle:
         json.dump(results, handle)
 
