@@ -133,6 +133,10 @@ ICMPV6_TYPE_NAMES = {1: "destination-unreachable", 2: "packet-too-big", 3: "time
 ICMPV6_CODE_NAMES = {0: "no-route", 1: "admin-prohibited", 3: "addr-unreachable", 4: "port-unreachable",
                      5: "policy-fail", 6: "reject-route"}
 
+# a range bound nft prints by name must be written as a number in nft syntax ("echo-reply-255" is not)
+_NUMBER_OF_NAME = {"icmp": dict((name, number) for number, name in ICMP_TYPE_NAMES.items()),
+                   "icmpv6": dict((name, number) for number, name in ICMPV6_TYPE_NAMES.items())}
+
 # model.Reject reasons -> (type, code) per family; None means the family-neutral icmpx form.
 _ICMPX = {"port-unreachable": "port-unreachable", "net-unreachable": "no-route",
           "host-unreachable": "host-unreachable", "admin-prohibited": "admin-prohibited"}
@@ -182,13 +186,15 @@ def _icmp_value(names, number):
 
 
 def _icmp(m, out, excls):
-    if m.type == "any":
-        if m.negate:
-            raise NetconfineError("'! any' matches no ICMP packet", "icmp_type")
-        out.append(match(meta("l4proto"), "icmp" if m.family == 4 else "ipv6-icmp"))
-        return
     proto, tnames, cnames = (("icmp", ICMP_TYPE_NAMES, ICMP_CODE_NAMES) if m.family == 4
                              else ("icmpv6", ICMPV6_TYPE_NAMES, ICMPV6_CODE_NAMES))
+    if m.type == "any":
+        if m.negate:
+            # '! --icmp-type any' matches no packet at all; so does this
+            out.append(match(payload(proto, "type"), {"range": [_icmp_value(tnames, 0), 255]}, "!="))
+        else:
+            out.append(match(meta("l4proto"), "icmp" if m.family == 4 else "ipv6-icmp"))
+        return
     parts = [int(p) for p in m.type.split("/")]
     exprs = [match(payload(proto, "type"), _icmp_value(tnames, parts[0]))]
     if len(parts) > 1:
@@ -755,7 +761,11 @@ def format_expr(expr):
         left = body["left"]
         quoted = ("meta" in left and left["meta"]["key"] in _QUOTED) or "socket" in left
         op = "" if body["op"] in ("==", "in") else body["op"] + " "
-        return "%s %s%s" % (_fmt_left(left, body["right"]), op, _fmt_value(body["right"], quoted))
+        right = body["right"]
+        if isinstance(right, dict) and "range" in right and "payload" in left:
+            names = _NUMBER_OF_NAME.get(left["payload"]["protocol"], {})
+            right = {"range": [names.get(v, v) for v in right["range"]]}
+        return "%s %s%s" % (_fmt_left(left, right), op, _fmt_value(right, quoted))
     if kind in ("accept", "drop", "return", "continue", "jump", "goto"):
         return _fmt_verdict(expr)
     if kind == "vmap":

@@ -72,6 +72,9 @@ GOLDEN = [
     ([R(4, ACCEPT, model.Icmp(4, "200"), protocol="icmp")], ["icmp type 200 accept"]),
     ([R(4, ACCEPT, model.Icmp(4, "any"), protocol="icmp")], ["meta l4proto icmp accept"]),
     ([R(4, DROP, model.Icmp(4, "8", negate=True), protocol="icmp")], ["icmp type != echo-request drop"]),
+    # '! any' matches nothing, on iptables too
+    ([R(4, DROP, model.Icmp(4, "any", negate=True), protocol="icmp")], ["icmp type != 0-255 drop"]),
+    ([R(6, DROP, model.Icmp(6, "any", negate=True), protocol="ipv6-icmp")], ["icmpv6 type != 0-255 drop"]),
     ([R(6, ACCEPT, model.Icmp(6, "128"), protocol="ipv6-icmp")], ["icmpv6 type echo-request accept"]),
     ([R(6, ACCEPT, model.Icmp(6, "135"), protocol="ipv6-icmp")], ["icmpv6 type nd-neighbor-solicit accept"]),
     ([R(6, ACCEPT, model.Icmp(6, "1/4"), protocol="ipv6-icmp")],
