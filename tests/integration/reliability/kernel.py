@@ -29,9 +29,18 @@ _NFT_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 # --------------------------------------------------------------------------- reading
 
 def _save(ns: str | None, argv: list[str]) -> str:
-    out = nchelpers.run(*argv, ns=ns).stdout
+    return _normal_save(nchelpers.run(*argv, ns=ns).stdout)
+
+
+def _normal_save(out: str) -> str:
     lines = [line for line in out.splitlines() if not line.startswith("#")]
     return "\n".join(_COUNTERS.sub("[0:0]", line) for line in lines) + "\n"
+
+
+def normalise(raw: dict[str, str]) -> dict[str, str]:
+    """A raw snapshot (as module_driver's ``snapshot`` op records it) in ``snapshot``'s form."""
+    return {key: (_NFT_COUNTER.sub("counter packets 0 bytes 0", text) if key == "nft" else _normal_save(text))
+            for key, text in raw.items()}
 
 
 def snapshot_of_pid(pid: int) -> dict[str, str]:

@@ -9,7 +9,9 @@ and re-importing Ansible for every call. Results (the module's JSON, plus ``_sta
 wall-clock times) go to RESULT.json.
 
 ``start_at`` (epoch seconds) makes several drivers start their first call at the same moment; a call's
-``pause`` (seconds) waits before it.
+``pause`` (seconds) waits before it. Two more kinds of entry: ``{"op": "barrier", "dir", "key", "parties"}``
+waits until that many drivers have reached the same key (lock-step trials), ``{"op": "snapshot"}`` records
+iptables-save, ip6tables-save and nft list ruleset as they are at that moment.
 """
 
 import contextlib
@@ -17,6 +19,7 @@ import importlib
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -57,6 +60,26 @@ def call(module, args, check=False, diff=False):
     return result
 
 
+def barrier(directory, key, parties, timeout=120):
+    """Wait until ``parties`` drivers have reached the barrier ``key`` (files in ``directory``)."""
+    open(os.path.join(directory, "%s.%d" % (key, os.getpid())), "w").close()
+    deadline = time.time() + timeout
+    while sum(1 for name in os.listdir(directory) if name.startswith(key + ".")) < parties:
+        if time.time() > deadline:
+            return {"failed": True, "msg": "barrier %s timed out" % key}
+        time.sleep(0.002)
+    return {"barrier": key, "_end": time.time()}
+
+
+def snapshot():
+    """The namespace's iptables/ip6tables/nft text, right now."""
+    out = {}
+    for key, argv in (("iptables", ["iptables-save"]), ("ip6tables", ["ip6tables-save"]),
+                      ("nft", ["nft", "list", "ruleset"])):
+        out[key] = subprocess.run(argv, capture_output=True, text=True).stdout
+    return {"snapshot": out}
+
+
 def main():
     with open(sys.argv[1]) as handle:
         job = json.load(handle)
@@ -65,7 +88,12 @@ def main():
     results = []
     for c in job["calls"]:
         time.sleep(c.get("pause", 0))
-        results.append(call(c["module"], c["args"], c.get("check", False), c.get("diff", False)))
+        if c.get("op") == "barrier":
+            results.append(barrier(c["dir"], c["key"], c["parties"]))
+        elif c.get("op") == "snapshot":
+            results.append(snapshot())
+        else:
+            results.append(call(c["module"], c["args"], c.get("check", False), c.get("diff", False)))
     with open(sys.argv[2], "w") as handle:
         json.dump(results, handle)
 
