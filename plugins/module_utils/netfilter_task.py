@@ -45,7 +45,7 @@ def iptables_backend(module, run):
 
 
 def nftables_backend(module, run):
-    return NftablesBackend(run, module.get_bin_path("nft"))
+    return NftablesBackend(run, module.get_bin_path("nft"), unshare=module.get_bin_path("unshare"))
 
 
 # name -> factory(module, run) -> backend, or None where the host cannot run it.

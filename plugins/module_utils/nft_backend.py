@@ -23,6 +23,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
@@ -31,6 +32,8 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import 
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import TABLE, TABLE_FAMILY, TABLE_NAME
 
 UNIT = "ruleset"
+CGROUP_ROOT = "/sys/fs/cgroup"
+_CGROUP2_KEY = '"cgroupv2"'
 IN_ORDER = "in order"
 TAG_PREFIX = "netconfine:"
 _MISSING_TABLE = "No such file or directory"
@@ -161,10 +164,17 @@ class NftablesBackend:
     name = "nftables"
     offline_units = (UNIT,)
 
-    def __init__(self, run, nft):
-        """``run(argv, data=None) -> (rc, out, err)``; ``nft`` is the path of the nft binary or None."""
+    def __init__(self, run, nft, unshare=None, cgroup_root=CGROUP_ROOT):
+        """``run(argv, data=None) -> (rc, out, err)``; ``nft`` is the path of the nft binary or None.
+
+        ``unshare`` (its path, or None) lets nft see the cgroup v2 hierarchy where it looks for
+        cgroup paths, ``/sys/fs/cgroup``, on hosts that mount it elsewhere (cgroup v1 + unified) and
+        under ``ip netns exec``, which remounts /sys without cgroups: :meth:`_with_cgroup2`.
+        """
         self.run = run
         self.nft = nft
+        self.unshare = unshare
+        self.cgroup_root = cgroup_root
         self._usable = None
 
     # ---------------------------------------------------------- the seam
@@ -191,6 +201,10 @@ class NftablesBackend:
     def read(self, unit):
         argv = [self.nft, "-j", "list", "table", TABLE_FAMILY, TABLE_NAME]
         rc, out, err = self.run(argv)
+        if rc == 0 and _CGROUP2_KEY in out and self._cgroup2_hidden():
+            # nft prints a cgroup it cannot find under /sys/fs/cgroup as a number: read where it can
+            argv = self._with_cgroup2(argv)
+            rc, out, err = self.run(argv)
         if rc != 0:
             if _MISSING_TABLE in err:
                 return {}
@@ -351,11 +365,25 @@ class NftablesBackend:
     def apply(self, unit, script):
         """One ``nft -f`` (JSON or, where nft's JSON parser lacks a statement, nft syntax): one transaction."""
         argv = [self.nft, "-j", "-f", "-"] if script.startswith("{") else [self.nft, "-f", "-"]
+        if "cgroupv2" in script and self._cgroup2_hidden():
+            argv = self._with_cgroup2(argv)
         rc, out, err = self.run(argv, data=script)
         if rc != 0:
             raise NetconfineError(
                 "nft rejected the change, nothing was applied (rc=%d): %s" % (rc, (err or out).strip()),
                 "backend", command=" ".join(argv), stdin=script, stderr=err)
+
+    def _cgroup2_hidden(self):
+        return bool(self.unshare) and not os.path.exists(os.path.join(self.cgroup_root, "cgroup.controllers"))
+
+    def _with_cgroup2(self, argv):
+        """argv run in a private mount namespace with the cgroup v2 hierarchy mounted on /sys/fs/cgroup.
+
+        nft resolves ``socket cgroupv2`` paths to ids (and back) under /sys/fs/cgroup only. The mount
+        is private to this one nft process; the host's mounts are not touched.
+        """
+        return [self.unshare, "--mount", "--propagation", "private", "sh", "-c",
+                'mount -t cgroup2 cgroup2 %s 2>/dev/null; exec "$@"' % self.cgroup_root, "nft"] + argv
 
     def snapshot_jumps(self, tables, current):
         """Jump positions are deterministic here; nothing to remember for rollback."""

@@ -469,3 +469,22 @@ def test_nft_syntax_is_never_written_with_text_that_could_break_out(text):
     with pytest.raises(NetconfineError) as err:
         nft_backend.batch_text(cmds)
     assert err.value.field == "backend"
+
+
+def test_nft_sees_cgroup2_where_it_looks_for_it(tmp_path):
+    """Where /sys/fs/cgroup is not the cgroup v2 hierarchy, nft runs with cgroup2 mounted there, privately."""
+    calls = []
+
+    def run(argv, data=None):
+        calls.append(argv)
+        return 0, "", ""
+
+    backend = NftablesBackend(run, NFT, unshare="/usr/bin/unshare", cgroup_root=str(tmp_path))
+    backend.apply("ruleset", 'add rule inet netconfine c socket cgroupv2 level 1 "x" accept\n')
+    backend.apply("ruleset", '{"nftables": []}')
+    assert calls[0][:4] == ["/usr/bin/unshare", "--mount", "--propagation", "private"]
+    assert calls[0][-3:] == [NFT, "-f", "-"] and "mount -t cgroup2" in calls[0][6]
+    assert calls[1] == [NFT, "-j", "-f", "-"]
+    (tmp_path / "cgroup.controllers").write_text("")
+    backend.apply("ruleset", 'add rule inet netconfine c socket cgroupv2 level 1 "x" accept\n')
+    assert calls[2] == [NFT, "-f", "-"]
