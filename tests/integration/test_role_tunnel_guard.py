@@ -303,14 +303,14 @@ def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunn
     assert fetch_as(crueller, plebian, "127.0.0.1", 992) == f"data:{BANNER}"
     assert rsync_as(crueller, plebian, 4).returncode == 0 and rsync_got_stuff(plebian)
 
-    _, res = converge(crueller, tunnels, check=True, tunnel_guard_backend=backend)
+    res = converge(crueller, tunnels, check=True, tunnel_guard_backend=backend)[1]
     assert res.changed, res.result
     assert nothing_owned(crueller)
     assert fetch_as(crueller, plebian, "::1", 992) == f"data:{BANNER}"  # check mode changed nothing
 
-    _, res = converge(crueller, tunnels, tunnel_guard_backend=backend)
+    res = converge(crueller, tunnels, tunnel_guard_backend=backend)[1]
     assert res.changed and res.result["backend"] == backend, res.result
-    _, res = converge(crueller, tunnels, check=True, tunnel_guard_backend=backend)
+    res = converge(crueller, tunnels, check=True, tunnel_guard_backend=backend)[1]
     assert not res.changed, res.result
     result, res = converge(crueller, tunnels, tunnel_guard_backend=backend)
     assert not res.changed, res.result
@@ -387,14 +387,14 @@ def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_stru
                                         ready="connected", interactive=True))
     assert _held_echo(held, "before") == "echo:before"
 
-    _, res = converge(crueller, tunnels, check=True, **role_vars)
+    res = converge(crueller, tunnels, check=True, **role_vars)[1]
     assert res.changed and nothing_owned(crueller), res.result
-    _, res = converge(crueller, tunnels, **role_vars)
+    res = converge(crueller, tunnels, **role_vars)[1]
     assert res.changed, res.result
     assert res.result["resolved"] == {"strudel": ["192.0.2.2"]}  # resolved on the target, in its namespace
-    _, res = converge(crueller, tunnels, check=True, **role_vars)
+    res = converge(crueller, tunnels, check=True, **role_vars)[1]
     assert not res.changed, res.result
-    _, res = converge(crueller, tunnels, **role_vars)
+    res = converge(crueller, tunnels, **role_vars)[1]
     assert not res.changed, res.result
 
     rules = kernel_rules(crueller, backend)
@@ -435,7 +435,7 @@ def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_stru
         assert got.returncode == 10 and "Connection refused" in got.stderr, got.stderr
 
     # state absent: chain and jump gone, OUTPUT accepts again, the tunnel is open to all again.
-    _, res = converge(crueller, tunnels, tunnel_guard_state="absent", **role_vars)
+    res = converge(crueller, tunnels, tunnel_guard_state="absent", **role_vars)[1]
     assert res.changed, res.result
     assert nothing_owned(crueller)
     assert "policy drop" not in nft_table(crueller)

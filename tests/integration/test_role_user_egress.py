@@ -119,8 +119,8 @@ def group_exists(name):
 
 
 @BACKENDS
-def test_seed_scenarios_noinet_ping_for_one_user_and_root_logged(egress_host, make_user, connect_script, cleanup,
-                                                                   backend):
+def test_seed_scenarios_noinet_ping_for_one_user_and_root_logged(
+        egress_host, make_user, connect_script, cleanup, backend):
     ns = egress_host
     noinet = new_name("_")                     # created by the role (create_group: true)
     cleanup.callback(run, "groupdel", noinet, check=False)

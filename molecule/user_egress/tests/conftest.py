@@ -1,1 +1,2 @@
-from testinfra_netns import host  # noqa: F401  pylint: disable=unused-import  (netns-backed host fixture, see molecule/shared)
+# the netns-backed host fixture (see molecule/shared/testinfra_netns.py)
+from testinfra_netns import host  # noqa: F401 pylint: disable=unused-import
