@@ -55,12 +55,14 @@ AUTO_ORDER = ("nftables", "iptables")
 
 def choose_backends(module, run):
     """The backend to converge with first, then every other usable one (to clean up after a switch)."""
-    usable = []
+    usable, why = [], {}
     for name in AUTO_ORDER:
         factory = BACKENDS.get(name)
         backend = factory(module, run) if factory else None
         if backend is not None and backend.usable():
             usable.append(backend)
+        elif getattr(backend, "unusable_reason", None):
+            why[name] = ": %s" % backend.unusable_reason
     wanted = module.params["backend"]
     if wanted == "auto":
         if not usable:
@@ -68,7 +70,8 @@ def choose_backends(module, run):
         return usable
     chosen = [b for b in usable if b.name == wanted]
     if not chosen:
-        raise NetconfineError("backend %s is not available on this host" % wanted, "backend")
+        raise NetconfineError("backend %s is not available on this host%s" % (wanted, why.get(wanted, "")),
+                              "backend")
     return chosen + [b for b in usable if b.name != wanted]
 
 

@@ -176,6 +176,7 @@ class NftablesBackend:
         self.unshare = unshare
         self.cgroup_root = cgroup_root
         self._usable = None
+        self.unusable_reason = None
 
     # ---------------------------------------------------------- the seam
 
@@ -183,16 +184,23 @@ class NftablesBackend:
         return bool(self.nft)
 
     def usable(self):
-        """nft is installed, the kernel has nf_tables and nft speaks JSON."""
+        """nft is installed, the kernel has nf_tables and nft speaks JSON (else ``unusable_reason`` says why)."""
         if self._usable is None:
             self._usable = False
-            if self.nft:
-                rc, out, _err = self.run([self.nft, "-j", "list", "tables"])
-                if rc == 0:
-                    try:
-                        self._usable = "nftables" in json.loads(out)
-                    except ValueError:
-                        self._usable = False
+            if not self.nft:
+                self.unusable_reason = "nft is not installed (Debian package nftables)"
+                return False
+            argv = [self.nft, "-j", "list", "tables"]
+            rc, out, err = self.run(argv)
+            if rc != 0:
+                self.unusable_reason = "%s failed (rc=%d): %s" % (" ".join(argv), rc, (err or out).strip())
+                return False
+            try:
+                self._usable = "nftables" in json.loads(out)
+            except ValueError:
+                self._usable = False
+            if not self._usable:
+                self.unusable_reason = "%s printed no JSON (nft built without JSON support?)" % " ".join(argv)
         return self._usable
 
     def units(self, policy):

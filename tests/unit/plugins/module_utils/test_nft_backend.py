@@ -406,7 +406,11 @@ def test_read_failure_is_reported(nft):
     (NFT, (0, '{"nftables": [{"metainfo": {}}]}', ""), True),
 ])
 def test_usable_only_where_nft_answers_in_json(nft_path, answer, usable):
-    assert NftablesBackend(lambda argv, data=None: answer, nft_path).usable() is usable
+    backend = NftablesBackend(lambda argv, data=None: answer, nft_path)
+    assert backend.usable() is usable
+    assert (backend.unusable_reason is None) is usable
+    if answer and answer[0]:
+        assert "nft -j list tables failed (rc=1): Error: Operation not permitted" in backend.unusable_reason
 
 
 def test_script_is_empty_when_nothing_differs(nft):
