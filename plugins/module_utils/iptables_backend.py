@@ -20,7 +20,7 @@ from typing import Tuple
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import (
-    render_chain, render_jump)
+    policy_marker, render_chain, render_jump)
 
 BUILTIN_CHAINS = frozenset(("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"))
 _TAGGED = re.compile(r'^-A \S+ -m comment --comment "?netconfine:')
@@ -136,19 +136,19 @@ class IptablesBackend:
         for chain in policy.chains_for(family):
             tables.setdefault(chain.table, {"chains": [], "jumps": [], "policies": []})
             entry = tables[chain.table]
-            entry["chains"].append((chain.name, render_chain(chain)))
+            marker = (policy_marker(chain.name),) if chain.hook and chain.builtin_policy else ()
+            entry["chains"].append((chain.name, marker + render_chain(chain)))
             if chain.hook:
                 entry["jumps"].append((chain.hook.builtin, render_jump(policy, chain), chain.hook.position))
-        for (table, builtin), verdict in self._managed_policies(policy, family).items():
-            tables.setdefault(table, {"chains": [], "jumps": [], "policies": []})
-            tables[table]["policies"].append((builtin, verdict))
+                if chain.builtin_policy:
+                    entry["policies"].append((chain.hook.builtin, chain.builtin_policy))
         return self._freeze(tables)
 
     def owned(self, tables, policy, family):
         """What the kernel holds of this task, per table."""
         names = policy.chain_names
         positions = dict((c.name, c.hook.position) for c in policy.chains if c.hook)
-        managed = self._managed_policies(policy, family)
+        hooks = dict((c.name, c.hook.builtin) for c in policy.chains if c.hook)
         out = {}
         for table in tables.values():
             entry = {"chains": [], "jumps": [], "policies": []}
@@ -168,17 +168,14 @@ class IptablesBackend:
                             "chain %s is already owned by task %r (jump %r); choose another name"
                             % (target, tag.group(1), line), "name")
                     entry["jumps"].append((chain, line, _placement(rules, line, positions.get(target, "first"))))
+            # the task owns a built-in policy while its chain starts with the policy marker
+            owned_builtins = set(hooks[name] for name, rules in entry["chains"]
+                                 if name in hooks and rules[:1] == (policy_marker(name),))
             for chain, verdict in table.policies:
-                if (table.name, chain) in managed:
+                if chain in owned_builtins:
                     entry["policies"].append((chain, verdict))
             if entry["chains"] or entry["jumps"] or entry["policies"]:
                 out[table.name] = entry
-        for (table_name, chain), _verdict in managed.items():
-            # a built-in chain that does not exist (yet) accepts: resetting it to ACCEPT after a switch
-            # to nftables must not create iptables tables on a host that has none
-            if table_name not in tables or chain not in dict(tables[table_name].policies):
-                out.setdefault(table_name, {"chains": [], "jumps": [], "policies": []})
-                out[table_name]["policies"].append((chain, "ACCEPT"))
         return self._freeze(out)
 
     def script(self, tables, current, desired, restore_jumps=None):
@@ -226,6 +223,10 @@ class IptablesBackend:
             for chain, verdict in want.policies:
                 if (chain, verdict) not in cur.policies:
                     lines.append("-P %s %s" % (chain, verdict))
+            # a policy the task stops managing (policy unset, state absent) is released to ACCEPT
+            for chain, verdict in cur.policies:
+                if chain not in dict(want.policies) and verdict != "ACCEPT":
+                    lines.append("-P %s ACCEPT" % chain)
             lines.append("COMMIT")
             blocks.append("\n".join(lines))
         return "\n".join(blocks) + "\n" if blocks else ""
@@ -272,16 +273,6 @@ class IptablesBackend:
         return out
 
     # ---------------------------------------------------------- helpers
-
-    @staticmethod
-    def _managed_policies(policy, family):
-        out = {}
-        if family not in policy.families:
-            return out
-        for chain in policy.chains:
-            if chain.hook and chain.builtin_policy:
-                out[(chain.table, chain.hook.builtin)] = chain.builtin_policy if policy.present else "ACCEPT"
-        return out
 
     @staticmethod
     def _freeze(tables):

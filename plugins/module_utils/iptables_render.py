@@ -152,5 +152,15 @@ def render_jump(policy, chain):
     return "-A %s -m comment --comment %s -j %s" % (chain.hook.builtin, quote(policy.tag), chain.name)
 
 
+def policy_marker(chain_name):
+    """First rule of an owned chain whose task manages its hook's built-in policy.
+
+    A rule without a target only counts packets. It records in the kernel that
+    the policy is ours, so the policy is released to ACCEPT once no task
+    declares it, even by a task that no longer says ``policy``.
+    """
+    return '-A %s -m comment --comment "netconfine:policy"' % chain_name
+
+
 def render_chain(chain):
     return tuple(render_rule(chain.name, rule) for rule in chain.rules)

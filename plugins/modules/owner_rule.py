@@ -61,7 +61,10 @@ options:
       - Manage the policy of the built-in O(chain) (table C(filter) only).
       - V(drop) also puts C(ctstate RELATED,ESTABLISHED -j ACCEPT) first in the owned chain, so replies to
         accepted connections still flow.
-      - With O(state=absent), a managed policy is set back to C(ACCEPT).
+      - The task records in the kernel that it owns the policy (the first rule of its chain is a
+        counter-only rule commented C(netconfine:policy)). A policy the task set is released to C(ACCEPT) when
+        the task no longer declares it, or with O(state=absent), even if that task does not repeat O(policy).
+        A policy set by anyone else is never changed.
       - Omit it to leave the built-in policy alone.
     type: str
     choices: [accept, drop]

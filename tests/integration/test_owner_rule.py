@@ -416,6 +416,38 @@ def test_managed_policy_reset_by_hand_is_repaired(netns_host):
     assert not owner_rule(ns, args).changed
 
 
+def test_a_policy_the_task_set_is_released_by_absent_and_by_dropping_policy(netns_host, make_user, listener):
+    ns = netns_host
+    bob = make_user()
+    listener(ns, 993)
+    args = {"name": "drop-all", "policy": "drop", "rules": [{"uid_owner": "root", "jump": "ACCEPT"}]}
+    owner_rule(ns, args)
+    assert try_connect(ns, bob, "127.0.0.1", 993, timeout=1) == "timeout"
+    # the module's own "remove" example: name and state only, no policy
+    assert owner_rule(ns, {"name": "drop-all", "state": "absent"}).changed
+    for family in (4, 6):
+        assert ":OUTPUT ACCEPT" in saved(ns)[family]
+    assert try_connect(ns, bob, "127.0.0.1", 993) == "connected"
+
+    owner_rule(ns, args)
+    without_policy = {"name": "drop-all", "rules": args["rules"]}
+    assert owner_rule(ns, without_policy).changed
+    for family in (4, 6):
+        assert ":OUTPUT ACCEPT" in saved(ns)[family]
+    assert not owner_rule(ns, without_policy).changed
+    assert try_connect(ns, bob, "::1", 993) == "connected"
+
+
+def test_a_foreign_drop_policy_is_never_released(netns_host):
+    ns = netns_host
+    args = {"name": "no-policy", "rules": [{"uid_owner": "root", "jump": "ACCEPT"}]}
+    owner_rule(ns, args)
+    ipt(ns, 4, "-P", "OUTPUT", "DROP")
+    assert not owner_rule(ns, args).changed
+    assert owner_rule(ns, dict(args, state="absent")).changed
+    assert ":OUTPUT DROP" in saved(ns)[4]
+
+
 # --------------------------------------------------------------------------- foreign rules
 
 FOREIGN = {4: """*filter

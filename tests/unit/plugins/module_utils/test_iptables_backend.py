@@ -17,6 +17,7 @@ TAG = '-m comment --comment "netconfine:%s"' % NAME
 JUMP = "-A OUTPUT %s -j %s" % (TAG, NC)
 RULE = "-A %s -d 127.0.0.1/32 -p tcp -m tcp --dport 992 -m owner ! --uid-owner 0 -j REJECT " \
        "--reject-with icmp-port-unreachable" % NC
+MARKER = '-A %s -m comment --comment "netconfine:policy"' % NC
 OTHER_JUMP = '-A OUTPUT -m comment --comment "netconfine:other" -j NC-other-12345678'
 FOREIGN = "-A OUTPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
 FOREIGN2 = "-A OUTPUT -j KUBE-FIREWALL"
@@ -103,10 +104,11 @@ def test_render_family_outside_policy_and_absent_are_empty():
     assert backend().render(policy(present=False), 4) == {}
 
 
-def test_render_managed_policy_and_its_reset_when_absent():
-    assert backend().render(policy(builtin_policy="DROP"), 4)["filter"].policies == (("OUTPUT", "DROP"),)
-    assert backend().render(policy(builtin_policy="DROP", present=False), 4) == {
-        "filter": Owned("filter", (), (), (("OUTPUT", "ACCEPT"),))}
+def test_render_managed_policy_marks_the_chain_and_absent_manages_nothing():
+    desired = backend().render(policy(builtin_policy="DROP"), 4)["filter"]
+    assert desired.policies == (("OUTPUT", "DROP"),)
+    assert desired.chains == ((NC, (MARKER, RULE)),)
+    assert backend().render(policy(builtin_policy="DROP", present=False), 4) == {}
     assert backend().render(policy(builtin_policy="DROP", families=(4,)), 6) == {}
 
 
@@ -154,11 +156,13 @@ def test_owned_ignores_everything_else():
     assert backend().owned(tables, policy(builtin_policy=None), 4) == {}
 
 
-def test_owned_reports_managed_policy_only():
-    tables = parse_save(save(filter_table(output_policy="DROP")))
-    assert backend().owned(tables, policy(builtin_policy="DROP"), 4) == {
-        "filter": Owned("filter", policies=(("OUTPUT", "DROP"),))}
-    assert backend().owned(tables, policy(), 4) == {}
+def test_owned_reports_a_policy_only_while_the_chain_carries_the_marker():
+    marked = parse_save(save(filter_table(MARKER, RULE, chains=[NC], output_policy="DROP")))
+    for declared in (policy(builtin_policy="DROP"), policy(), policy(present=False)):
+        assert backend().owned(marked, declared, 4)["filter"].policies == (("OUTPUT", "DROP"),)
+    unmarked = parse_save(save(filter_table(RULE, chains=[NC], output_policy="DROP")))
+    assert backend().owned(unmarked, policy(builtin_policy="DROP"), 4)["filter"].policies == ()
+    assert backend().owned(parse_save(save(filter_table(output_policy="DROP"))), policy(builtin_policy="DROP"), 4) == {}
 
 
 def test_owned_refuses_a_chain_that_another_task_jumps_into():
@@ -215,9 +219,11 @@ SCRIPTS = [
      lines("*filter", "-D OUTPUT " + SPEC, ":%s - [0:0]" % NC, "-X %s" % NC, "COMMIT")),
     ("absent, nothing there", [FOREIGN], (), policy(present=False), ""),
     ("policy drop", [JUMP, FOREIGN, RULE], (NC,), policy(builtin_policy="DROP"),
-     lines("*filter", "-P OUTPUT DROP", "COMMIT")),
+     lines("*filter", ":%s - [0:0]" % NC, MARKER, RULE, "-P OUTPUT DROP", "COMMIT")),
     ("policy drop from scratch", [FOREIGN], (), policy(builtin_policy="DROP"),
-     lines("*filter", ":%s - [0:0]" % NC, RULE, "-I OUTPUT 1 " + SPEC, "-P OUTPUT DROP", "COMMIT")),
+     lines("*filter", ":%s - [0:0]" % NC, MARKER, RULE, "-I OUTPUT 1 " + SPEC, "-P OUTPUT DROP", "COMMIT")),
+    ("policy drop, unchanged", [JUMP, FOREIGN, MARKER, RULE], (NC,), policy(builtin_policy="DROP"),
+     lines("*filter", "-P OUTPUT DROP", "COMMIT")),
 ]
 
 
@@ -226,10 +232,16 @@ def test_script(what, kernel, chains, desired_policy, expected):
     assert script_for(kernel, desired_policy, chains) == expected
 
 
-def test_script_absent_resets_a_managed_drop_policy():
-    script = script_for([JUMP, RULE], policy(builtin_policy="DROP", present=False), output_policy="DROP")
+def test_script_releases_an_owned_policy_when_absent_or_no_longer_declared():
+    # absent, even when the absent task no longer says policy: drop
+    script = script_for([JUMP, MARKER, RULE], policy(present=False), output_policy="DROP")
     assert script == lines("*filter", "-D OUTPUT " + SPEC, ":%s - [0:0]" % NC, "-X %s" % NC, "-P OUTPUT ACCEPT",
                            "COMMIT")
+    # still present, policy dropped from the task
+    script = script_for([JUMP, MARKER, RULE], policy(), output_policy="DROP")
+    assert script == lines("*filter", ":%s - [0:0]" % NC, RULE, "-P OUTPUT ACCEPT", "COMMIT")
+    # a DROP policy that is not ours (no marker) is never touched
+    assert "-P" not in script_for([JUMP, RULE], policy(present=False), output_policy="DROP")
     assert script_for([], policy(builtin_policy="DROP", present=False), chains=()) == ""
 
 
