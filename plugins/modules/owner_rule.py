@@ -18,6 +18,9 @@ description:
     from the built-in chain O(chain). The whole chain is replaced in one atomic
     C(iptables-restore --noflush) per family; rules of other tools (Docker, firewalld, kube-proxy, fail2ban)
     are never flushed, reordered or rewritten.
+  - On the nftables backend the chain lives in the collection's own table C(inet netconfine), both families
+    change in one C(nft -f) transaction, and runs of owner rules that differ only in ids and ports become one
+    set or verdict-map lookup. See O(backend) for how its meaning differs from iptables.
   - Users and groups are resolved to numeric ids on the managed host. C(localhost) means both
     C(127.0.0.1) and C(::1), so a listener on C([::1]) is covered too.
   - Rule keys use the names of M(ansible.builtin.iptables) where the meaning is the same, so existing
@@ -267,12 +270,16 @@ chains:
   elements: str
   sample: [NC-stunnel-992-4539feff]
 rendered:
-  description: Per backend and family, the owned state as C(iptables-save) prints it (what is wanted).
+  description:
+    - Per backend and unit, the owned state (what is wanted) as C(iptables-save) prints it, per family
+      (C(iptables 4), C(iptables 6)), or as nft rules for the whole table (C(nftables ruleset)).
   returned: always
   type: dict
   sample: {"iptables 4": "*filter\n:NC-stunnel-992-4539feff -\n-A NC-stunnel-992-4539feff -d 127.0.0.1/32 ..."}
 scripts:
-  description: The C(iptables-restore --noflush) input applied (or, in check mode, that would be applied), per unit.
+  description:
+    - The input applied (or, in check mode, that would be applied), per unit. C(iptables-restore --noflush)
+      text, or the C(nft -f) batch (JSON; nft syntax when it holds a cgroup match).
   returned: always
   type: dict
 diff:
