@@ -28,15 +28,19 @@ description:
   - Drift is repaired. A rule edited or deleted by hand in the owned chain, or a jump that was moved or
     removed, is put back on the next run, and that run reports C(changed).
 author:
-  - paranoid.netconfine developers
+  - paranoid.netconfine developers (@paranoid-netconfine)
 extends_documentation_fragment:
   - paranoid.netconfine.netfilter
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+    details: Check mode reads the kernel and predicts the real run exactly; it changes nothing.
   diff_mode:
     support: full
+    details: The owned rules before and after, per backend unit.
   platform:
+    support: full
     platforms: posix
 options:
   chain:

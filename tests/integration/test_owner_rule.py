@@ -151,8 +151,8 @@ def test_seed000_only_root_may_use_the_tunnel_on_both_families_idempotently(netn
         assert try_connect(ns, "root", host, 992) == "connected", host
 
 
-def test_seed000_rsync_tunnel_for_members_of_a_group_primary_or_supplementary(netns_host, make_user, make_group,
-                                                                             listener):
+def test_seed000_rsync_tunnel_for_members_of_a_group_primary_or_supplementary(
+        netns_host, make_user, make_group, listener):
     ns = netns_host
     wheel = make_group()
     admin_primary = make_user(group=wheel)
@@ -276,9 +276,9 @@ def test_diff_mode_shows_the_rule_lines(netns_host):
     assert "+" + v4 in first.play.output, "ansible-playbook --diff prints the added rule"
 
     owner_rule(ns, stunnel_args(), diff=True)
-    changed = owner_rule(ns, stunnel_args(rules=[{"protocol": "tcp", "destination": ["localhost"],
-                                                   "destination_port": "993", "uid_owner": "!root",
-                                                   "jump": "REJECT"}]), diff=True)
+    changed = owner_rule(ns, stunnel_args(rules=[{
+        "protocol": "tcp", "destination": ["localhost"], "destination_port": "993", "uid_owner": "!root",
+        "jump": "REJECT"}]), diff=True)
     assert v4 in changed.result["diff"]["before"].splitlines()
     assert v4.replace("--dport 992", "--dport 993") in changed.result["diff"]["after"].splitlines()
     assert "diff" not in owner_rule(ns, stunnel_args()).result
@@ -604,8 +604,8 @@ def test_bad_input_fails_naming_the_field_and_changes_nothing(netns_host):
         if not result.failed:
             problems.append("%s: did not fail: %s" % (what, result.result))
         elif result.result.get("field") != field or not result.msg.startswith(field + ": "):
-            problems.append("%s: expected field %s, got %r / %r" % (what, field, result.result.get("field"),
-                                                                  result.msg))
+            problems.append("%s: expected field %s, got %r / %r"
+                            % (what, field, result.result.get("field"), result.msg))
     assert problems == [], "\n".join(problems)
     assert saved(ns) == before
 

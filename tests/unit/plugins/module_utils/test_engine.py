@@ -398,7 +398,7 @@ def test_converge_holds_the_lock_while_it_works(kernel, tmp_path):
     seen = []
 
     def run(argv, data=None):
-        path = [p for p in (tmp_path / "lock").iterdir()][0]
+        path = list((tmp_path / "lock").iterdir())[0]
         with open(path) as other:
             with contextlib.suppress(BlockingIOError):
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)

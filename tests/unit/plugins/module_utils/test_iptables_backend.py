@@ -62,8 +62,8 @@ class Recorder:
 BINS = {4: ("/sbin/iptables-save", "/sbin/iptables-restore"), 6: ("/sbin/ip6tables-save", "/sbin/ip6tables-restore")}
 
 
-def backend(run=None, bins=BINS):
-    return IptablesBackend(run or Recorder(), bins)
+def backend(run=None, bins=None):
+    return IptablesBackend(run or Recorder(), BINS if bins is None else bins)
 
 
 # ---------------------------------------------------------------- parse_save
@@ -114,8 +114,8 @@ def test_render_managed_policy_marks_the_chain_and_absent_manages_nothing():
 
 def test_render_nat_table():
     desired = backend().render(policy(table="nat", builtin="POSTROUTING", rules=()), 6)
-    assert desired == {"nat": Owned("nat", ((NC, ()),), (("POSTROUTING", JUMP.replace("OUTPUT", "POSTROUTING"),
-                                                           "first"),), ())}
+    jump = JUMP.replace("OUTPUT", "POSTROUTING")
+    assert desired == {"nat": Owned("nat", ((NC, ()),), (("POSTROUTING", jump, "first"),), ())}
 
 
 # ---------------------------------------------------------------- owned
