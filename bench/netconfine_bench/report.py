@@ -162,15 +162,28 @@ def fleet_table(results):
     cfg = results["config"]
     if "fleet" not in results["samples"]:
         return ""
+    hosts = cfg["fleet_hosts"]
     lines = ["| %d hosts × %d rules, forks %d | converge s, median (min–max) | rerun s, median (min–max) | "
-             "peak RSS MB |" % (cfg["fleet_hosts"], cfg["fleet_rules"], cfg["fleet_forks"]),
-             "|---|---|---|---:|"]
+             "converge CPU s | peak RSS MB |" % (hosts, cfg["fleet_rules"], cfg["fleet_forks"]),
+             "|---|---|---|---:|---:|"]
     for key in ("floor one host", "module one host", "floor fleet", "module fleet"):
         conv, rerun = _stat(results, "fleet", key, "converge"), _stat(results, "fleet", key, "rerun")
+        cpu = _stat(results, "fleet", key, "converge", "cpu")
         if conv:
             label = key.replace("module", cfg["scenario"]).replace("floor", "trivial task")
-            lines.append("| %s | %s | %s | %d |" % (label, conv.cell(), rerun.cell() if key.startswith("module")
-                                                    else "–", max(conv.rss, rerun.rss) // 1024))
+            lines.append("| %s | %s | %s | %.2f | %d |" % (
+                label, conv.cell(), rerun.cell() if key.startswith("module") else "–", cpu.median,
+                max(conv.rss, rerun.rss) // 1024))
+    for kind, label in (("floor", "trivial task"), ("module", cfg["scenario"])):
+        one = _stat(results, "fleet", "%s one host" % kind, "converge", "cpu")
+        fleet = _stat(results, "fleet", "%s fleet" % kind, "converge", "cpu")
+        wall = _ratio(_stat(results, "fleet", "%s fleet" % kind, "converge"),
+                      _stat(results, "fleet", "%s one host" % kind, "converge"))
+        if one and fleet and hosts > 1:
+            lines.append("")
+            lines.append("%s: fleet ÷ one host %s (wall); each further host costs %.2f CPU s "
+                         "(one host alone: %.2f CPU s)" % (label, _r(wall), (fleet.median - one.median) / (hosts - 1),
+                                                          one.median))
     return "\n".join(lines)
 
 
@@ -178,7 +191,7 @@ def targets(results):
     """[(description, measured, limit, met or None)]."""
     cfg = results["config"]
     out = []
-    ref = FLOOR_RATIO_AT if FLOOR_RATIO_AT in cfg["sizes"] else max(cfg["sizes"])
+    ref = FLOOR_RATIO_AT if FLOOR_RATIO_AT in cfg["sizes"] else max(cfg["sizes"], default=0)
     for backend in cfg["backends"]:
         for phase in ("converge", "rerun"):
             module = _stat(results, str(ref), variant_name("module", backend), phase)
