@@ -64,3 +64,26 @@ def make_user(cleanup):
 def listener(cleanup):
     """listener(ns, port): accept TCP on 127.0.0.1:port and [::1]:port inside ns until the test ends."""
     return lambda ns, port: cleanup.enter_context(nchelpers.tcp_listener(ns, port))
+
+
+# --------------------------------------------------------------------------- counts of the reliability suite
+# Tests under reliability/ attach their counts to their reports (user property "reliability"); they are
+# summed here, from the reports, so that the line is printed once at the end of the run - also under
+# pytest-xdist, where only this conftest is loaded in the controller and the tests run in workers.
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown" and any(key == "reliability" for key, _value in report.user_properties):
+        from reliability import tally
+        for key, value in report.user_properties:
+            if key == "reliability":
+                tally.merge_reported(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    try:
+        from reliability import tally
+    except ImportError:
+        return
+    if tally.REPORTED:
+        terminalreporter.write_sep("-", "reliability")
+        terminalreporter.write_line(tally.summary(tally.REPORTED, tally.REPORTED_BACKENDS))

@@ -94,14 +94,17 @@ def seed(ns: str) -> None:
     nchelpers.run("nft", "-f", "-", ns=ns, input=_SEED_NFT)
 
 
-# What another tool does to a whole table: (label, argv run inside the namespace).
+# What another tool does to a whole table: (label, argv run inside the namespace, backends whose state it
+# destroys). A flush that does not reach a backend's state must leave that backend's runs unchanged.
 FLUSHES = (
-    ("iptables -F", ["iptables", "-F"]),
-    ("iptables -F; iptables -X", ["sh", "-c", "iptables -F && iptables -X"]),
-    ("ip6tables -F; ip6tables -X", ["sh", "-c", "ip6tables -F && ip6tables -X"]),
-    ("iptables -F OUTPUT", ["iptables", "-F", "OUTPUT"]),
-    ("iptables -t mangle -F; -X", ["sh", "-c", "iptables -t mangle -F && iptables -t mangle -X"]),
-    ("nft flush ruleset", ["nft", "flush", "ruleset"]),
+    ("iptables -F", ["iptables", "-F"], ("iptables",)),
+    ("iptables -F; iptables -X", ["sh", "-c", "iptables -F && iptables -X"], ("iptables",)),
+    ("ip6tables -F; ip6tables -X", ["sh", "-c", "ip6tables -F && ip6tables -X"], ("iptables",)),
+    ("iptables -F OUTPUT", ["iptables", "-F", "OUTPUT"], ("iptables",)),
+    ("iptables -t mangle -F; -X", ["sh", "-c", "iptables -t mangle -F && iptables -t mangle -X"], ("iptables",)),
+    ("nft flush ruleset", ["nft", "flush", "ruleset"], ("iptables", "nftables")),
+    ("nft delete table inet netconfine", ["sh", "-c", "nft list table inet netconfine >/dev/null 2>&1 && "
+                                          "nft delete table inet netconfine || true"], ("nftables",)),
 )
 
 

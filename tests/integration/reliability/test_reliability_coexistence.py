@@ -72,18 +72,19 @@ def test_fifty_runs_while_other_tools_churn(world):
 
 def test_another_tool_flushing_a_whole_table_is_repaired_by_the_next_run(world):
     guard, mangle = scenarios.scenario("owner_rule-tunnel_guard"), scenarios.scenario("owner_rule-mangle_members")
-    flushes = list(foreign_tools.FLUSHES)
-    if world.backend.name == "nftables":
-        flushes.append(("nft delete table inet netconfine", ["nft", "delete", "table", "inet", "netconfine"]))
-    for label, argv in flushes:
-        calls = [{"module": s.module, "args": s.args(world)} for s in (guard, mangle)]
+    calls = [{"module": s.module, "args": s.args(world)} for s in (guard, mangle)]
+    for label, argv, destroys in foreign_tools.FLUSHES:
         first = kernel.run_modules(world.ns, calls)
         assert not any(r.get("failed") for r in first), first
-        tally.add("flushes_tried")
         nchelpers.run(*argv, ns=world.ns)
         repair = kernel.run_modules(world.ns, calls * 2)
         assert not any(r.get("failed") for r in repair), (label, repair)
-        assert any(r.get("changed") for r in repair[:2]), "%s went unnoticed" % label
         assert not any(r.get("changed") for r in repair[2:]), (label, repair[2:])
+        if world.backend.name in destroys:
+            tally.add("flushes_tried")
+            assert any(r.get("changed") for r in repair[:2]), "%s went unnoticed" % label
+        else:   # another tool's flush that does not reach our state: nothing to do
+            assert not any(r.get("changed") for r in repair[:2]), (label, repair[:2])
         guard.behaviour(world)
-        tally.add("flushes_repaired")
+        if world.backend.name in destroys:
+            tally.add("flushes_repaired")

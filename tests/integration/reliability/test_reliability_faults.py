@@ -160,11 +160,12 @@ FAULTS = [
     Fault("nft-killed-after-commit", NFT, lambda c: [Wrap("nft", KILL_AFTER, when="-f")], r"rc=-9"),
     Fault("nft-killed-midway-through-its-input", NFT, lambda c: [Wrap("nft", KILL_MIDWAY, when="-f")], r"rc=-9"),
     Fault("nft-drops-comments", NFT,
-          lambda c: [Wrap("nft", filter_input('s/, *"comment": *"[^"]*"//g'), when="-f")], r"did not converge"),
+          lambda c: [Wrap("nft", filter_input('s/, *"comment": *"[^"]*"//g'), when="-f")], r"did not converge",
+          scenario="owner_rule-tunnel_guard"),
     Fault("nft-list-hides-comments-on-read-back", NFT,
-          lambda c: [Wrap("nft", filter_output('s/, *"comment": *"[^"]*"//g'), when="list table", call=2)],
-          r"did not converge"),
-    Fault("nft-list-fails-on-read", NFT, lambda c: [Wrap("nft", FAIL_READ, when="list table")], r"failed"),
+          lambda c: [Wrap("nft", filter_output('s/, *"comment": *"[^"]*"//g'), when="list table inet", call=2)],
+          r"did not converge", scenario="owner_rule-tunnel_guard"),
+    Fault("nft-list-fails-on-read", NFT, lambda c: [Wrap("nft", FAIL_READ, when="list table inet")], r"failed"),
 ]
 
 
@@ -215,7 +216,7 @@ def cgroup_dir():
 @pytest.mark.parametrize("fault_backend,fault", [(b, f) for b in scenarios.backends() for f in FAULTS
                                                   if b.name in f.backends], ids=lambda x: getattr(x, "id", str(x)))
 def test_injected_fault_fails_clearly_and_leaves_the_previous_state(fault_backend, fault, make_world, cleanup):
-    world = make_world(fault_backend)
+    world = make_world(fault_backend, light=True)
     ctx = Ctx(world)
     scenario = scenarios.scenario(fault.scenario)
     if fault.cgroup:
@@ -299,7 +300,7 @@ def _disappearing_wrap(backend, ns):
 
 
 def test_namespace_disappears_mid_run(backend, make_world, cleanup):
-    world = make_world(backend)
+    world = make_world(backend, light=True)
     scenario = scenarios.scenario("owner_rule-mangle_members")
     assert not kernel.run_module(world.ns, scenario.module, scenario.args(world, 0)).get("failed")
     holder = subprocess.Popen(["ip", "netns", "exec", world.ns, "sleep", "300"], start_new_session=True)
@@ -335,23 +336,25 @@ def test_faults_through_ansible_playbook_environment_path(backend, make_world, c
     the failure reaches the play with its message, the state is the previous one. Then a missing
     namespace: the next task is unreachable, naming it."""
     faults = [f for f in FAULTS if f.id in PLAYBOOK_FAULTS and backend.name in f.backends]
-    scenario = scenarios.scenario("owner_rule-mangle_members")
-    hosts, worlds, befores, wrappers = {}, {}, {}, {}
+    hosts, worlds, befores, wrappers, keys = {}, {}, {}, {}, set()
     for fault in faults:
-        world = make_world(backend)
+        world = make_world(backend, light=True)
+        scenario = scenarios.scenario(fault.scenario)
         assert not kernel.run_module(world.ns, scenario.module, scenario.args(world, 0)).get("failed")
         wrap = WrapperDir(fault.wraps(Ctx(world)))
         cleanup.callback(wrap.remove)
         target = scenario.args(world, 1)
+        keys.update(target)
         hosts[world.ns] = {"fault_path": str(wrap.path), "fault_params": target}
         worlds[fault.id], befores[fault.id], wrappers[fault.id] = world, kernel.snapshot(world.ns), wrap
-    gone = make_world(backend)
+    gone = make_world(backend, light=True)
     nchelpers.run("ip", "netns", "del", gone.ns)
-    hosts[gone.ns] = {"fault_path": "/nonexistent", "fault_params": scenario.args(gone, 1)}
+    hosts[gone.ns] = {"fault_path": "/nonexistent",
+                      "fault_params": scenarios.scenario("owner_rule-tunnel_guard").args(gone, 1)}
     task = {"name": "converge under a fault",
             "environment": {"PATH": "{{ fault_path }}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-            "paranoid.netconfine.owner_rule": {key: "{{ fault_params['%s'] }}" % key
-                                               for key in scenario.args(gone, 1)},
+            "paranoid.netconfine.owner_rule": {key: "{{ fault_params['%s'] | default(omit) }}" % key
+                                               for key in sorted(keys)},
             "ignore_errors": True}
     play = nchelpers.ansible_playbook(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [task]}],
                                                  indent=1), hosts, forks=4)
