@@ -238,6 +238,12 @@ def test_injected_fault_fails_clearly_and_leaves_the_previous_state(fault_backen
     wrappers = WrapperDir(fault.wraps(ctx), links=legacy_links() if fault.legacy else None)
     cleanup.callback(wrappers.remove)
     target = scenario.args(world, fault.variant, **fault.target)
+    if fault.cgroup and fault_backend.name == "iptables":
+        # the change is valid as far as anyone can check beforehand: the dry run of the real restore accepts it
+        predicted = kernel.run_module(world.ns, scenario.module, target, check=True)
+        for label, script in predicted["scripts"].items():
+            tool = "iptables-restore" if label.endswith("4") else "ip6tables-restore"
+            nchelpers.run(tool, "--test", "--noflush", ns=world.ns, input=script)
     with contextlib.ExitStack() as holds:
         if fault.hold == "xtables":
             holds.enter_context(lock_held("/run/xtables.lock"))
