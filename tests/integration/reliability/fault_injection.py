@@ -102,5 +102,8 @@ class WrapperDir:
 def legacy_links() -> dict[str, str]:
     """PATH entries that make the module use the legacy xtables variant (xtables-legacy-multi picks its
     personality from the name it was called by)."""
-    return {name: "%s/%s-legacy%s" % (REAL_DIR, name.split("-")[0], name[len(name.split("-")[0]):])
-            for name in ("iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore")}
+    links = {}
+    for name in ("iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore"):
+        family, action = name.split("-", 1)
+        links[name] = "%s/%s-legacy-%s" % (REAL_DIR, family, action)
+    return links

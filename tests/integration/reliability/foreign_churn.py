@@ -22,7 +22,7 @@ signal.signal(signal.SIGTERM, lambda *_: STOP.append(1))
 
 
 def sh(argv, data=None):
-    proc = subprocess.run(argv, input=data, capture_output=True, text=True)
+    proc = subprocess.run(argv, input=data, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError("%s -> rc %d: %s" % (" ".join(argv), proc.returncode, (proc.stderr or proc.stdout).strip()))
 

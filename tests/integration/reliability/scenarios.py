@@ -39,7 +39,7 @@ def backends() -> list[Backend]:
     ``NCT_RELIABILITY_BACKENDS=iptables`` narrows the list while developing; asking for a backend that
     is not registered is an error, never a silent skip.
     """
-    registered = [name for name in sorted(netfilter_task.BACKENDS, key=lambda n: (n != "iptables", n))]
+    registered = sorted(netfilter_task.BACKENDS, key=lambda n: (n != "iptables", n))
     wanted = [n for n in os.environ.get("NCT_RELIABILITY_BACKENDS", "").replace(",", " ").split() if n]
     missing = [n for n in wanted if n not in registered]
     if missing:

@@ -129,8 +129,8 @@ FAULTS = [
           lambda c: [Wrap("iptables-restore", before(_delete_jump(c)))],
           r"rejected the change", target={"position": "first"}),
     Fault("jump-target-chain-deleted-concurrently", IPT,
-          lambda c: [Wrap("iptables-restore", before("iptables -w -t mangle -F %s && iptables -w -t mangle -X %s"
-                                                      % (c.chain, c.chain)))],
+          lambda c: [Wrap("iptables-restore",
+                          before("iptables -w -t mangle -F %s && iptables -w -t mangle -X %s" % (c.chain, c.chain)))],
           r"rejected the change", variant=0, drift=lambda c: nchelpers.run("sh", "-c", _delete_jump(c), ns=c.world.ns)),
     # --- a kernel (or restore) that silently drops part of a rule: the read-back must notice
     Fault("kernel-drops-suppl-groups", IPT, lambda c: [Wrap("iptables-restore", filter_input("s/ --suppl-groups//g"))],
@@ -213,8 +213,10 @@ def cgroup_dir():
             (CGROUP2 / name[1:]).rmdir()
 
 
-@pytest.mark.parametrize("fault_backend,fault", [(b, f) for b in scenarios.backends() for f in FAULTS
-                                                  if b.name in f.backends], ids=lambda x: getattr(x, "id", str(x)))
+FAULT_CASES = [(b, f) for b in scenarios.backends() for f in FAULTS if b.name in f.backends]
+
+
+@pytest.mark.parametrize("fault_backend,fault", FAULT_CASES, ids=lambda x: getattr(x, "id", str(x)))
 def test_injected_fault_fails_clearly_and_leaves_the_previous_state(fault_backend, fault, make_world, cleanup):
     world = make_world(fault_backend, light=True)
     ctx = Ctx(world)
@@ -269,8 +271,8 @@ def test_injected_fault_fails_clearly_and_leaves_the_previous_state(fault_backen
         broken = {error.split(":", 1)[0] for error in result["rollback_errors"]}
         for key, family_unit in (("iptables", "iptables 4"), ("ip6tables", "iptables 6")):
             if family_unit not in broken:
-                assert after[key] == before[key], "%s not restored:\n%s" % (family_unit,
-                                                                           kernel.diff_text(before, after))
+                assert after[key] == before[key], \
+                    "%s not restored:\n%s" % (family_unit, kernel.diff_text(before, after))
 
     # the host is not wedged: a clean run converges, and a second one changes nothing
     for name in (ctx.cgroup, ctx.cgroup_old) if fault.cgroup else ():

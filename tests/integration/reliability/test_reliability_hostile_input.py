@@ -140,8 +140,8 @@ def test_hostile_values_are_refused_through_ansible_playbook(backend, make_world
             if not item.get("failed"):
                 problems.append("%s: accepted %r" % (field_type, value))
             elif not hostile.names_field(item) or item.get("field") == "backend":
-                problems.append("%s: %r refused without naming %s: %r" % (field_type, value, hostile.field,
-                                                                         item.get("msg")))
+                problems.append("%s: %r refused without naming %s: %r"
+                                % (field_type, value, hostile.field, item.get("msg")))
     assert not problems, "\n".join(problems) + "\n" + play.output[-3000:]
     assert after == before, kernel.diff_text(before, after)
 
