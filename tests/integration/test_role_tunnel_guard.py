@@ -1,6 +1,6 @@
 """Role paranoid.netconfine.tunnel_guard, for real (seed 000).
 
-Two namespaces joined by a veth: "crueller" (192.0.2.1, 2001:db8:1::1) runs stunnel4 in client mode
+Two namespaces joined by a veth: "crueller" (192.0.2.1, fd00:1::1) runs stunnel4 in client mode
 on 127.0.0.1 and [::1] ports 992 and 273; "strudel" (192.0.2.2) runs stunnel4 in server mode in
 front of a tiny "telnet" banner service (port 23) and of ``rsync --daemon`` with module ``attic``
 (port 873). TLS with a throwaway self-signed certificate, pinned by the client. The role runs
@@ -168,8 +168,8 @@ def tunnel_lab(make_netns, cleanup) -> TunnelLab:
     crueller, strudel = make_netns(), make_netns()
     run("ip", "-n", crueller, "link", "add", "to-strudel", "type", "veth", "peer", "name", "to-crueller",
         "netns", strudel)
-    for ns, dev, addrs in ((crueller, "to-strudel", ("192.0.2.1/24", "2001:db8:1::1/64")),
-                           (strudel, "to-crueller", ("192.0.2.2/24", "2001:db8:1::2/64"))):
+    for ns, dev, addrs in ((crueller, "to-strudel", ("192.0.2.1/24", "fd00:1::1/64")),
+                           (strudel, "to-crueller", ("192.0.2.2/24", "fd00:1::2/64"))):
         for addr in addrs:
             run("ip", "-n", ns, "addr", "add", addr, "dev", dev, *(["nodad"] if ":" in addr else []))
         run("ip", "-n", ns, "link", "set", dev, "up")
@@ -329,6 +329,7 @@ def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunn
         for family, lo in ((4, "127.0.0.1/32"), (6, "::1/128")):
             assert rules[f"policy{family}"] == "ACCEPT"
             assert rules[family] == [
+                f'-A {chain} -m comment --comment "netconfine:policy"',  # the role manages OUTPUT's policy
                 f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner 0 '
                 f'-m comment --comment "{expected_comments[0]}" -j ACCEPT',
                 f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner {uid} '
@@ -402,7 +403,8 @@ def test_drop_policy_keeps_established_flows_and_lets_only_the_daemon_reach_stru
     if backend == "iptables":
         for family in (4, 6):
             assert rules[f"policy{family}"] == "DROP"
-            assert rules[family][0] == f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+            assert rules[family][:2] == [f'-A {chain} -m comment --comment "netconfine:policy"',
+                                         f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
         for port in (992, 273):
             name = "telnet-over-stunnel" if port == 992 else "rsync-attic"
             assert (f"-A {chain} -d 192.0.2.2/32 -p tcp -m tcp --dport {port} -m owner --uid-owner 0 -m comment "
