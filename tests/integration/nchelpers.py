@@ -101,7 +101,7 @@ def sweep(own: bool = False) -> list[str]:
             removed.append(f"user {user}")
     for group in sorted(g.gr_name for g in grp.getgrall()):
         if doomed(group):
-            run("groupdel", group, check=False)
+            account("groupdel", group, check=False)
             removed.append(f"group {group}")
     for sid in os.listdir(SESSION_DIR) if SESSION_DIR.is_dir() else []:
         _session_alive(sid)  # removes the lock files of dead sessions
@@ -131,6 +131,27 @@ def run(*argv: str, ns: str | None = None, check: bool = True, timeout: float = 
         raise RuntimeError(f"{' '.join(argv)} -> rc {proc.returncode}\n{proc.stdout}{proc.stderr}")
     return proc
 
+
+
+ACCOUNTS_LOCK = "/run/nct-accounts.lock"
+
+
+def account(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    """useradd/groupadd/userdel/groupdel, serialised across test workers.
+
+    shadow-utils refuses ("cannot lock /etc/passwd", exit 10) instead of waiting when another
+    process holds its lock, which parallel workers do; take our own lock first and retry briefly.
+    """
+    with open(ACCOUNTS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _attempt in range(20):
+            result = run(*argv, check=False)
+            if result.returncode != 10:
+                break
+            time.sleep(0.25)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} -> rc {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
 
 def iptables_save(ns: str, family: int = 4, table: str | None = None) -> str:
     """``iptables-save`` (family 4) or ``ip6tables-save`` (6) inside ``ns``, without comment lines."""
@@ -172,11 +193,11 @@ def netns(name: str | None = None) -> Iterator[str]:
 def local_group(name: str | None = None) -> Iterator[str]:
     """A new local group; deleted on exit."""
     name = name or new_name("_")
-    run("groupadd", name)
+    account("groupadd", name)
     try:
         yield name
     finally:
-        run("groupdel", name, check=False)
+        account("groupdel", name, check=False)
 
 
 def _delete_user(name: str) -> None:
@@ -185,7 +206,7 @@ def _delete_user(name: str) -> None:
         with contextlib.suppress(OSError):
             if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == uid:
                 os.kill(int(pid), signal.SIGKILL)
-    run("userdel", "-r", name, check=False)  # also removes its user-private group
+    account("userdel", "-r", name, check=False)  # also removes its user-private group
 
 
 @contextlib.contextmanager
@@ -198,7 +219,7 @@ def local_user(group: str | None = None, groups: tuple[str, ...] | list[str] = (
         argv += ["--gid", group]
     if groups:
         argv += ["--groups", ",".join(groups)]
-    run(*argv, name)
+    account(*argv, name)
     try:
         yield name
     finally:

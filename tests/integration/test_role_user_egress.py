@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nchelpers import SYSTEM_PYTHON, ansible_playbook, connect_as, iptables_save, new_name, run
+from nchelpers import SYSTEM_PYTHON, account, ansible_playbook, connect_as, iptables_save, new_name, run
 
 ROLE_PLAY = """
 - name: Egress by user and group
@@ -123,7 +123,7 @@ def test_seed_scenarios_noinet_ping_for_one_user_and_root_logged(
         egress_host, make_user, connect_script, cleanup, backend):
     ns = egress_host
     noinet = new_name("_")                     # created by the role (create_group: true)
-    cleanup.callback(run, "groupdel", noinet, check=False)
+    cleanup.callback(account, "groupdel", noinet, check=False)
     alice, bob, carol = make_user(), make_user(), make_user()
     policies = [
         {"name": "noinet", "groups": [noinet], "create_group": True, "jump": "REJECT"},
@@ -179,7 +179,7 @@ def test_seed_scenarios_noinet_ping_for_one_user_and_root_logged(
         assert "NC-" not in iptables_save(ns, 4) + iptables_save(ns, 6)
 
     # noinet: alice is a member, yet keeps the network in her normal session...
-    run("usermod", "--append", "--groups", noinet, alice)
+    account("usermod", "--append", "--groups", noinet, alice)
     assert noinet in run("runuser", "-u", alice, "--", "id", "-Gn", ns=ns).stdout.split()
     assert run("runuser", "-u", alice, "--", "id", "-gn", ns=ns).stdout.strip() == alice
     for host in ("127.0.0.1", "::1"):
