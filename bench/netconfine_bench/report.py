@@ -181,9 +181,9 @@ def fleet_table(results):
                       _stat(results, "fleet", "%s one host" % kind, "converge"))
         if one and fleet and hosts > 1:
             lines.append("")
+            per_host = (fleet.median - one.median) / (hosts - 1)
             lines.append("%s: fleet ÷ one host %s (wall); each further host costs %.2f CPU s "
-                         "(one host alone: %.2f CPU s)" % (label, _r(wall), (fleet.median - one.median) / (hosts - 1),
-                                                          one.median))
+                         "(one host alone: %.2f CPU s)" % (label, _r(wall), per_host, one.median))
     return "\n".join(lines)
 
 

@@ -132,7 +132,6 @@ def run(*argv: str, ns: str | None = None, check: bool = True, timeout: float = 
     return proc
 
 
-
 ACCOUNTS_LOCK = "/run/nct-accounts.lock"
 
 
@@ -152,6 +151,7 @@ def account(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} -> rc {result.returncode}\n{result.stdout}{result.stderr}")
     return result
+
 
 def iptables_save(ns: str, family: int = 4, table: str | None = None) -> str:
     """``iptables-save`` (family 4) or ``ip6tables-save`` (6) inside ``ns``, without comment lines."""
