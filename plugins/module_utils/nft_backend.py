@@ -223,18 +223,21 @@ class NftablesBackend:
     def render(self, policy, unit):
         """Desired Owned of one task: {"inet netconfine": Owned} (empty when nothing is wanted)."""
         bases, policies, chains, jumps = {}, {}, [], []
+        if not policy.present:
+            return {}
         for chain in policy.chains:
-            if policy.present:
-                rules = tuple(r for r in chain.rules if r.family in policy.families)
-                for name, rendered in nft_render.render_chain(_with_rules(chain, rules)):
-                    chains.append((name, tuple(nft_render.canonical(r) for r in rendered)))
+            managed = _managed(policy, chain)
+            marker = (nft_render.canonical(nft_render.policy_marker()),) if "policy" in dict(managed) else ()
+            rules = tuple(r for r in chain.rules if r.family in policy.families)
+            for index, (name, rendered) in enumerate(nft_render.render_chain(_with_rules(chain, rules))):
+                chains.append((name, (marker if index == 0 else ()) + tuple(nft_render.canonical(r)
+                                                                            for r in rendered)))
             if not chain.hook:
                 continue
             base = nft_render.base_chain(chain.table, chain.hook.builtin, chain.hook.position)
-            if policy.present:
-                bases[base.name] = tuple(base)
-                jumps.append((base.name, nft_render.canonical(nft_render.jump_rule(policy, chain)), IN_ORDER))
-            for kind, value in _managed(policy, chain):
+            bases[base.name] = tuple(base)
+            jumps.append((base.name, nft_render.canonical(nft_render.jump_rule(policy, chain)), IN_ORDER))
+            for kind, value in managed:
                 if kind == "policy":
                     policies[base.name] = value
                 else:
@@ -251,6 +254,7 @@ class NftablesBackend:
 
         chains = [(c.name, c.rules) for c in table.chains if c.definition is None and ours(c.name)]
         bases, policies, jumps = {}, {}, []
+        marker = nft_render.canonical(nft_render.policy_marker())
         for chain in policy.chains:
             if not chain.hook:
                 continue
@@ -258,8 +262,9 @@ class NftablesBackend:
             found = table.chain(base.name)
             if policy.present and found is not None:
                 bases[base.name] = (base.name,) + (found.definition or ("", "", 0))
-            if any(kind == "policy" for kind, _v in _managed(policy, chain)):
-                # a missing base chain accepts, like a chain whose policy is accept
+            owned_chain = table.chain(chain.name)
+            if owned_chain is not None and owned_chain.rules[:1] == (marker,):
+                # the kernel records that this task set the base chain's policy: released when undeclared
                 policies[base.name] = (found.policy if found is not None and found.definition else None) or "accept"
         for chain in table.chains:
             if chain.definition is None:
@@ -311,7 +316,9 @@ class NftablesBackend:
                 continue      # a managed policy on a chain that does not exist: it accepts already
             kept = [] if found is None else [r for r in found.rules if r not in ours_old and _tag(_rule_of(r))]
             rules = sorted(set(kept) | set(r for b, r, _p in want.jumps if b == name), key=order_key)
-            policy = want_policies.get(name) or (found.policy if found is not None and found.definition else None)
+            policy = want_policies.get(name)
+            if policy is None and name not in dict(cur.policies) and found is not None and found.definition:
+                policy = found.policy      # not ours: left as it is
             final[name] = (tuple(definition), policy or "accept", tuple(rules))
 
         empty = not regular and all(not rules and policy == "accept" for _d, policy, rules in final.values())
@@ -403,17 +410,20 @@ def _with_rules(chain, rules):
 
 
 def _managed(policy, chain):
-    """The managed built-in policy of ``chain`` as ('policy', accept|drop) or ('rule', drop rule) items.
+    """The declared built-in policy of ``chain`` as ('policy', accept|drop) or ('rule', drop rule) items.
 
-    Both families: our base chain's policy. One family: an inet base chain's
-    policy would hit the other family too, so a tagged ``meta nfproto X drop``
-    at the end of the base chain stands for it.
+    Both families: our base chain's policy, and a marker rule first in the
+    task's chain records in the kernel that the task set it, so that it is
+    released to accept by any run of the task that no longer declares it
+    (``state: absent`` without ``policy`` too). One family: an inet base
+    chain's policy would hit the other family too, so a tagged ``meta nfproto X
+    drop`` at the end of the base chain stands for it (its tag is the record).
     """
-    if not chain.hook or not chain.builtin_policy:
+    if not chain.hook or not chain.builtin_policy or not policy.present:
         return []
     if set(policy.families) >= {4, 6}:
-        return [("policy", chain.builtin_policy.lower() if policy.present else "accept")]
-    if policy.present and chain.builtin_policy == "DROP":
+        return [("policy", chain.builtin_policy.lower())]
+    if chain.builtin_policy == "DROP":
         return [("rule", nft_render.family_drop_rule(policy, f)) for f in policy.families]
     return []
 

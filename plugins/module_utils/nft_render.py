@@ -638,6 +638,14 @@ def jump_rule(policy, chain):
     return normalise(_rule([{"jump": {"target": chain.name}}], policy.tag))
 
 
+POLICY_TAG = "netconfine:policy"
+
+
+def policy_marker():
+    """First rule of a task's chain while the task manages its base chain's policy (it only counts)."""
+    return normalise(_rule([{"counter": None}], POLICY_TAG))
+
+
 def family_drop_rule(policy, family):
     """Managed DROP policy for one family only: a tagged rule at the end of the shared base chain."""
     return normalise(_rule([match(meta("nfproto"), NFPROTO[family]), {"drop": None}], policy.tag))
@@ -668,6 +676,8 @@ def _normal_value(value, plain_set):
 
 
 def _normal_expr(expr):
+    if isinstance(expr, dict) and "counter" in expr:
+        return {"counter": None}          # the values count packets; they are not state
     if isinstance(expr, dict) and "match" in expr:
         m = dict(expr["match"])
         if "socket" in m["left"] and m["left"]["socket"].get("key") == "cgroupv2":

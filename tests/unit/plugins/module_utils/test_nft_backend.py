@@ -271,10 +271,23 @@ def test_policy_drop_both_families_is_the_base_chain_policy(nft):
     converge(nft, policy("p", policy="drop"))
     chains = text(nft)
     assert chains["filter_output"][1] == "drop"
-    assert chains[chain_of("p")][0] == "ct state established,related accept"
+    assert chains[chain_of("p")][:2] == ['counter comment "netconfine:policy"', "ct state established,related accept"]
     assert not converge(nft, policy("p", policy="drop"))["changed"]
     assert converge(nft, policy("p", policy="drop", state="absent"))["changed"]
     assert "inet netconfine" not in nft.tables
+
+
+@pytest.mark.parametrize("release", [dict(state="absent"), dict()], ids=["absent", "policy-no-longer-declared"])
+def test_a_policy_the_task_set_is_released_even_when_no_longer_declared(nft, release):
+    """The module's own removal example says only name and state: absent."""
+    converge(nft, policy("q"))
+    converge(nft, policy("p", policy="drop"))
+    assert text(nft)["filter_output"][1] == "drop"
+    result = converge(nft, policy("p", **release))
+    assert result["changed"]
+    assert text(nft)["filter_output"][1] == "accept"
+    assert not converge(nft, policy("p", **release))["changed"]
+    assert not converge(nft, policy("q"))["changed"]
 
 
 def test_policy_drop_of_one_family_is_a_tagged_rule_after_every_jump(nft):
