@@ -1,39 +1,15 @@
 """tunnel_guard converged on crueller: the kernel's rules and who may reach the tunnel listeners."""
 
-import subprocess
-import textwrap
-
 import pytest
+from netns_listeners import CONNECT, listening
 
-LISTENER = textwrap.dedent("""
-    import select, socket
-    socks = []
-    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        for port in (992, 273):
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((addr, port))
-            s.listen(16)
-            socks.append(s)
-    print("ready", flush=True)
-    while True:
-        for s in select.select(socks, [], [])[0]:
-            s.accept()[0].close()
-""")
-CONNECT = ("import socket, sys\n"
-           "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close(); print('connected')\n"
-           "except OSError as e:\n    print(type(e).__name__)")
 
 
 @pytest.fixture(scope="module")
 def listeners(host):
     """Stand-ins for stunnel's listeners on 127.0.0.1 and [::1], ports 992 and 273."""
-    proc = subprocess.Popen(["ip", "netns", "exec", host.backend.name, "python3", "-c", LISTENER],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    yield
-    proc.kill()
-    proc.wait()
+    with listening(host, 992, 273):
+        yield
 
 
 def connect(host, user, address, port):

@@ -1,39 +1,17 @@
 """user_egress converged: the kernel's rules, sg noinet, ping for bob only, root's packets logged."""
 
 import re
-import subprocess
-import textwrap
 
 import pytest
+from netns_listeners import CONNECT, listening
 
-LISTENER = textwrap.dedent("""
-    import select, socket
-    socks = []
-    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, 8080))
-        s.listen(16)
-        socks.append(s)
-    print("ready", flush=True)
-    while True:
-        for s in select.select(socks, [], [])[0]:
-            s.accept()[0].close()
-""")
-CONNECT = ("import socket, sys\n"
-           "try:\n    socket.create_connection((sys.argv[1], 8080), timeout=2).close(); print('connected')\n"
-           "except OSError as e:\n    print(type(e).__name__)")
 ADDRESSES = ["127.0.0.1", "::1"]
 
 
 @pytest.fixture(scope="module")
 def listener(host):
-    proc = subprocess.Popen(["ip", "netns", "exec", host.backend.name, "python3", "-c", LISTENER],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    yield
-    proc.kill()
-    proc.wait()
+    with listening(host, 8080):
+        yield
 
 
 def as_user(host, user, command):
@@ -41,7 +19,7 @@ def as_user(host, user, command):
 
 
 def connect_cmd(address):
-    return "python3 -c %s %s" % (shell_quote(CONNECT), address)
+    return "python3 -c %s %s 8080" % (shell_quote(CONNECT), address)
 
 
 def shell_quote(text):
