@@ -180,7 +180,7 @@ def start_sink(ns: str):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rules", type=int, default=1000, help="owner rules in the policy (default 1000)")
     parser.add_argument("--runs", type=int, default=7, help="rounds; medians over them (default 7, at least 3)")
     parser.add_argument("--seconds", type=float, default=2.0, help="sending time per measurement (default 2)")
@@ -252,9 +252,9 @@ def main() -> int:
         ratio_to(per_cpu["nftables"], per_cpu["nftables-1"])))
     # judged per CPU-second: on a shared machine packets per wall-clock second move by tens of percent
     met = cpu_ratios["nftables"] >= TARGET
+    verdict = "met" if met else "MISSED"
     print("target (nftables at %d owners within 10%% of empty, per CPU-second ratio >= %.2f): %s (%.2f; "
-          "packets/s ratio %.2f)" % (args.rules, TARGET, "met" if met else "MISSED", cpu_ratios["nftables"],
-                                      ratios["nftables"]))
+          "packets/s ratio %.2f)" % (args.rules, TARGET, verdict, cpu_ratios["nftables"], ratios["nftables"]))
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / ("dataplane-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
     path.write_text(json.dumps({"rules": args.rules, "runs": args.runs, "seconds": args.seconds,

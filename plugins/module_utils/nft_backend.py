@@ -449,14 +449,9 @@ def _needs_text(cmd):
 def _strings(value):
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for inner in value.values():
-            for text in _strings(inner):
-                yield text
-    elif isinstance(value, list):
-        for inner in value:
-            for text in _strings(inner):
-                yield text
+    elif isinstance(value, (dict, list)):
+        for inner in value.values() if isinstance(value, dict) else value:
+            yield from _strings(inner)
 
 
 def batch_text(cmds):

@@ -285,7 +285,7 @@ def test_every_rule_kind_reads_back_in_the_rendered_normal_form(netns_host):
     assert all(r.changed for r in first)
     second = converge(ns, *tasks)
     assert [(r.task, r.changed) for r in second if r.changed or r.failed] == []
-    merged = run("nft", "list", "chain", *TABLE, [c for c in first[11].result["chains"]][0], ns=ns).stdout
+    merged = run("nft", "list", "chain", *TABLE, list(first[11].result["chains"])[0], ns=ns).stdout
     assert "vmap {" in merged and "tcp dport { 10-12, 20, 30 } accept" in merged
     # a backup of the whole ruleset restores (names, quoting and sets are valid nft syntax)
     text = ruleset(ns)

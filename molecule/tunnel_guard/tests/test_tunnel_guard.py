@@ -4,7 +4,6 @@ import pytest
 from netns_listeners import CONNECT, listening
 
 
-
 @pytest.fixture(scope="module")
 def listeners(host):
     """Stand-ins for stunnel's listeners on 127.0.0.1 and [::1], ports 992 and 273."""

@@ -135,8 +135,8 @@ class FakeNft:
 
     def foreign_table(self):
         """A table of somebody else's, which we must never touch."""
-        self.tables["ip docker"] = {"chains": {"out": {"def": ("filter", "output", 0), "policy": "accept",
-                                                         "rules": [(999, {"expr": [{"drop": None}]})]}}}
+        out = {"def": ("filter", "output", 0), "policy": "accept", "rules": [(999, {"expr": [{"drop": None}]})]}
+        self.tables["ip docker"] = {"chains": {"out": out}}
 
 
 def _targets(rule):

@@ -256,14 +256,14 @@ def test_run_disjointness_is_the_pairwise_test(seed):
 
     def box():
         out = []
-        for _ in range(2):
+        for _round in range(2):
             low = rng.randint(0, 6)
             out.append((low, low + rng.choice((0, 0, 0, 1, 3))))
         return tuple(out)
 
     boxes = [box()]
     run = nft_render._Run(boxes[0])
-    for _ in range(25):
+    for _round in range(25):
         new = box()
         expected = all(nft_render._disjoint(new, old) for old in boxes)
         assert run.disjoint(new) == expected, (new, boxes)
@@ -320,7 +320,7 @@ def evaluate(rules, packet):
 def test_merging_keeps_first_match_semantics(seed):
     rng = random.Random(seed)
     rules = []
-    for _ in range(rng.randint(1, 30)):
+    for _rule in range(rng.randint(1, 30)):
         low = rng.randint(0, 12)
         uid = (low, low + rng.choice((0, 0, 0, 2)))
         port = rng.choice((53, 54, 55))
