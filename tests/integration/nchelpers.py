@@ -246,21 +246,31 @@ _LISTENER = textwrap.dedent("""
 
 
 @contextlib.contextmanager
-def tcp_listener(ns: str, port: int) -> Iterator[int]:
-    """Accept (and close) TCP connections on 127.0.0.1:PORT and [::1]:PORT inside ``ns``; killed on exit."""
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, SYSTEM_PYTHON, "-c", _LISTENER, str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+def daemon(ns: str, *argv: str, ready: str | None = None, interactive: bool = False) -> Iterator[subprocess.Popen]:
+    """Run argv inside ``ns`` in its own session; optionally wait for a line ``ready``; killed on exit."""
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv],
+                            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"listener on port {port} in {ns} did not start: {line}{proc.stderr.read()}")
-        yield port
+        if ready is not None:
+            line = proc.stdout.readline()
+            if line.strip() != ready:
+                raise RuntimeError(f"{argv[0]} in {ns} did not start: {line}{proc.stdout.read()}")
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
+        if proc.stdin:
+            proc.stdin.close()
+
+
+@contextlib.contextmanager
+def tcp_listener(ns: str, port: int) -> Iterator[int]:
+    """Accept (and close) TCP connections on 127.0.0.1:PORT and [::1]:PORT inside ``ns``; killed on exit."""
+    with daemon(ns, SYSTEM_PYTHON, "-c", _LISTENER, str(port), ready="ready"):
+        yield port
 
 
 _CONNECT = textwrap.dedent("""

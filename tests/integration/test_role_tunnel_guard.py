@@ -9,14 +9,12 @@ through ansible-playbook against crueller; users connect with ``ip netns exec ..
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
 import pwd
 import re
 import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import textwrap
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nchelpers import SYSTEM_PYTHON, ansible_playbook, iptables_save, run, try_connect
+from nchelpers import SYSTEM_PYTHON, ansible_playbook, daemon, iptables_save, run, try_connect
 
 ROLE_PLAY = """
 - name: Guard the tunnels
@@ -103,27 +101,6 @@ _HELD = textwrap.dedent("""
         except socket.timeout:
             print("timeout", flush=True)
 """)
-
-
-@contextlib.contextmanager
-def daemon(ns: str, *argv: str, ready: str | None = None, interactive: bool = False):
-    """Run argv inside ``ns`` in its own session; optionally wait for a line ``ready``; killed on exit."""
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv],
-                            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        if ready is not None:
-            line = proc.stdout.readline()
-            if line.strip() != ready:
-                raise RuntimeError(f"{argv[0]} in {ns} did not start: {line}{proc.stdout.read()}")
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-        if proc.stdin:
-            proc.stdin.close()
 
 
 def fetch_as(ns: str, user: str, host: str, port: int, timeout: float = 3.0) -> str:
