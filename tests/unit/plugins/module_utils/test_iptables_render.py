@@ -7,24 +7,12 @@ through the kernel.
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import (
     quote, render_chain, render_jump, render_rule)
-
-C = "NC-t-0123abcd"
-ACCEPT, DROP, RETURN = model.Verdict("ACCEPT"), model.Verdict("DROP"), model.Verdict("RETURN")
-
-
-def n(text):
-    return ipaddress.ip_network(text)
-
-
-def R(family=4, target=ACCEPT, *matches, **kw):  # noqa: N802 - a table constructor
-    return model.Rule(family=family, target=target, matches=tuple(matches), **kw)
+from rule_tables import ACCEPT, DROP, RETURN, C, R, n
 
 
 GOLDEN = [

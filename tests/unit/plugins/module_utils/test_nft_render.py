@@ -8,7 +8,6 @@ verdict maps keeps first-match semantics.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import random
 
@@ -16,17 +15,7 @@ import pytest
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nft_render, owner_model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
-
-C = "NC-t-0123abcd"
-ACCEPT, DROP, RETURN = model.Verdict("ACCEPT"), model.Verdict("DROP"), model.Verdict("RETURN")
-
-
-def n(text):
-    return ipaddress.ip_network(text)
-
-
-def R(family=4, target=ACCEPT, *matches, **kw):  # noqa: N802 - a table constructor
-    return model.Rule(family=family, target=target, matches=tuple(matches), **kw)
+from rule_tables import ACCEPT, DROP, RETURN, C, R, n
 
 
 def both(target=ACCEPT, *matches, **kw):
