@@ -78,10 +78,16 @@ class _Unit:
 
     @property
     def label(self):
-        return "%s %s" % (self.backend.name, self.unit)
+        return unit_label(self.backend, self.unit)
 
 
-def _text(owned):
+def unit_label(backend, unit):
+    """How results name one unit of one backend (``iptables 4``, ``nftables ruleset``)."""
+    return "%s %s" % (backend.name, unit)
+
+
+def owned_text(owned):
+    """What a backend's owned state (per table) says, as text for results and diffs."""
     lines = []
     for table in sorted(owned):
         lines.extend(owned[table].lines())
@@ -105,10 +111,10 @@ def converge(policy, backends, check_mode=False, lock_timeout=60):
             "changed": bool(pending),
             "backend": backends[0].name,
             "diff": {
-                "before": "".join("# %s\n%s" % (u.label, _text(u.current)) for u in pending),
-                "after": "".join("# %s\n%s" % (u.label, _text(u.desired)) for u in pending),
+                "before": "".join("# %s\n%s" % (u.label, owned_text(u.current)) for u in pending),
+                "after": "".join("# %s\n%s" % (u.label, owned_text(u.desired)) for u in pending),
             },
-            "rendered": dict((u.label, _text(u.desired)) for u in units if u.backend is backends[0]),
+            "rendered": dict((u.label, owned_text(u.desired)) for u in units if u.backend is backends[0]),
             "scripts": dict((u.label, u.script) for u in pending),
         }
         if check_mode or not pending:
@@ -124,7 +130,7 @@ def converge(policy, backends, check_mode=False, lock_timeout=60):
                 if after != u.desired and not _moved_by_others(u, tables, after):
                     raise NotConverged(
                         "did not converge: after applying, %s holds\n%s\ninstead of\n%s"
-                        % (u.label, _text(after), _text(u.desired)), "backend")
+                        % (u.label, owned_text(after), owned_text(u.desired)), "backend")
         except Exception as exc:
             rollback_errors = _roll_back(applied)
             if isinstance(exc, NetconfineError):

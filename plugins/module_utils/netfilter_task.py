@@ -85,8 +85,8 @@ def render_only(policy, backend):
     rendered, scripts = {}, {}
     for family in getattr(backend, "offline_units", (4, 6)):
         desired = backend.render(policy, family)
-        label = "%s %s" % (backend.name, family)
-        rendered[label] = "".join("\n".join(o.lines()) + "\n" for _t, o in sorted(desired.items()))
+        label = engine.unit_label(backend, family)
+        rendered[label] = engine.owned_text(desired)
         scripts[label] = backend.script({}, {}, desired)
     return {"changed": False, "backend": backend.name, "rendered": rendered, "scripts": scripts}
 
