@@ -12,9 +12,18 @@ Private to the paranoid.netconfine collection.
 
 A backend is a reader and a renderer behind this seam (see
 ``iptables_backend.IptablesBackend``): ``units``, ``read``, ``owned``,
-``render``, ``script``, ``apply``, ``snapshot_jumps``. The first backend gets
-the policy; the others get it marked absent, so switching backends removes
-what the old one owned in the same run.
+``render``, ``script``, ``apply`` and optionally ``snapshot_jumps``. The
+first backend gets the policy; the others get it marked absent, so switching
+backends removes what the old one owned in the same run.
+
+Non-netfilter state a task owns (sysctls and kernel modules, the SELinux
+policy store, namespaces and links, systemd units: ``Policy.resources``) goes
+through the same seam as *states* (``converge(..., states=[...])``, e.g.
+``sysctl_state.SysctlState``): read once, compare, apply, read back, roll
+back, exact ``changed``. Every state always gets the policy itself. States
+are applied before the netfilter units when the policy is present (a SELinux
+type, a namespace or ``br_netfilter`` must exist before rules rely on it) and
+after them when it is absent (rules go first, then what they relied on).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -94,16 +103,29 @@ def owned_text(owned):
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def converge(policy, backends, check_mode=False, lock_timeout=60):
-    """Bring what ``policy`` owns to its declared state. Returns the result dict."""
+def _read_units(backend, policy):
+    units = []
+    for unit in backend.units(policy):
+        tables = backend.read(unit)
+        units.append(_Unit(backend, policy, unit, tables, backend.owned(tables, policy, unit),
+                           backend.render(policy, unit)))
+    return units
+
+
+def converge(policy, backends, check_mode=False, lock_timeout=60, states=()):
+    """Bring what ``policy`` owns to its declared state. Returns the result dict.
+
+    ``backends``: netfilter backends, the one to converge with first (the others clean up after a
+    backend switch); ``states``: seams for ``policy.resources`` (see the module docstring).
+    """
     with host_lock(lock_timeout):
-        units = []
+        netfilter = []
         for index, backend in enumerate(backends):
             wanted = policy if index == 0 else dataclasses.replace(policy, present=False)
-            for unit in backend.units(wanted):
-                tables = backend.read(unit)
-                units.append(_Unit(backend, wanted, unit, tables,
-                                   backend.owned(tables, wanted, unit), backend.render(wanted, unit)))
+            netfilter += _read_units(backend, wanted)
+        stateful = [u for state in states for u in _read_units(state, policy)]
+        units = stateful + netfilter if policy.present else netfilter + stateful
+        shown = set([backends[0]] + list(states))
         pending = [u for u in units if u.current != u.desired]
         for u in pending:
             u.script = u.backend.script(u.tables, u.current, u.desired)
@@ -114,7 +136,7 @@ def converge(policy, backends, check_mode=False, lock_timeout=60):
                 "before": "".join("# %s\n%s" % (u.label, owned_text(u.current)) for u in pending),
                 "after": "".join("# %s\n%s" % (u.label, owned_text(u.desired)) for u in pending),
             },
-            "rendered": dict((u.label, owned_text(u.desired)) for u in units if u.backend is backends[0]),
+            "rendered": dict((u.label, owned_text(u.desired)) for u in units if u.backend in shown),
             "scripts": dict((u.label, u.script) for u in pending),
         }
         if check_mode or not pending:
@@ -159,8 +181,9 @@ def _roll_back(applied):
         try:
             tables = u.backend.read(u.unit)
             now = u.backend.owned(tables, u.policy, u.unit)
+            snapshot = getattr(u.backend, "snapshot_jumps", None)
             script = u.backend.script(tables, now, u.current,
-                                      restore_jumps=u.backend.snapshot_jumps(u.tables, u.current))
+                                      restore_jumps=snapshot(u.tables, u.current) if snapshot else None)
             if script:
                 u.backend.apply(u.unit, script)
         except Exception as exc:  # report, keep restoring the others

@@ -111,6 +111,24 @@ class Jump:
     chain: str
 
 
+# ---------------------------------------------------------------- non-netfilter resources
+
+@dataclass(frozen=True)
+class Sysctl:
+    """A kernel parameter the task needs: ``/proc/sys/<key>`` holds ``value``.
+
+    ``key`` uses slashes (``net/bridge/bridge-nf-call-iptables``), ``value`` the text the
+    kernel prints without the newline. ``module`` is loaded (``modprobe``) first when the
+    key does not exist (``br_netfilter`` creates ``net/bridge/*``). ``field`` names the
+    option that asked for it in errors. Handled by ``sysctl_state.SysctlState``; sysctls
+    are per network namespace where the kernel says so (``net/*`` mostly are).
+    """
+    key: str
+    value: str
+    module: Optional[str] = None
+    field: str = "name"
+
+
 # ---------------------------------------------------------------- structure
 
 @dataclass(frozen=True)
@@ -154,6 +172,7 @@ class Policy:
     chains: Tuple[Chain, ...] = ()
     families: Tuple[int, ...] = FAMILIES
     present: bool = True
+    resources: Tuple[object, ...] = ()          # non-netfilter state the task owns (engine "states")
     resolved: dict = field(default_factory=dict, compare=False, hash=False)
 
     def chains_for(self, family):

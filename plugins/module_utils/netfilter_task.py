@@ -5,7 +5,9 @@
 choice, state handling and turning engine errors into fail_json.
 
 Private to the paranoid.netconfine collection. A module is its docs, its
-own argument spec and one call: ``run_module(spec, build_policy)``.
+own argument spec and one call: ``run_module(spec, build_policy)``, plus
+``states=`` (factories of the engine's non-netfilter states, see ``engine``)
+when its policy has ``resources``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,6 +20,7 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
+from ansible_collections.paranoid.netconfine.plugins.module_utils.sysctl_state import SysctlState
 
 COMMON_ARGS = dict(
     name=dict(type="str", required=True),
@@ -80,19 +83,29 @@ def _installed(backend):
     return probe() if probe else backend.usable()
 
 
-def render_only(policy, backend):
+def sysctl_state(module, run):
+    return SysctlState(run, modprobe=module.get_bin_path("modprobe"))
+
+
+def render_only(policy, backend, states=()):
     """state=rendered: what would be applied on an empty host; no root, no kernel."""
     rendered, scripts = {}, {}
-    for family in getattr(backend, "offline_units", (4, 6)):
-        desired = backend.render(policy, family)
-        label = engine.unit_label(backend, family)
-        rendered[label] = engine.owned_text(desired)
-        scripts[label] = backend.script({}, {}, desired)
+    seams = [(backend, getattr(backend, "offline_units", (4, 6)))] + [(s, s.units(policy)) for s in states]
+    for seam, units in seams:
+        for unit in units:
+            desired = seam.render(policy, unit)
+            label = engine.unit_label(seam, unit)
+            rendered[label] = engine.owned_text(desired)
+            scripts[label] = seam.script({}, {}, desired)
     return {"changed": False, "backend": backend.name, "rendered": rendered, "scripts": scripts}
 
 
-def run_module(argument_spec, build_policy, **module_kwargs):
-    """Build the module, model, backends; converge; exit. The whole main() of a netfilter module."""
+def run_module(argument_spec, build_policy, states=(), **module_kwargs):
+    """Build the module, model, backends; converge; exit. The whole main() of a netfilter module.
+
+    ``states``: factories ``factory(module, run) -> state`` for the policy's resources
+    (e.g. :func:`sysctl_state`).
+    """
     spec = dict(COMMON_ARGS)
     spec.update(argument_spec)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kwargs)
@@ -108,10 +121,11 @@ def run_module(argument_spec, build_policy, **module_kwargs):
             factory = BACKENDS.get(wanted)
             if factory is None:
                 raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
-            result = render_only(policy, factory(module, run))
+            result = render_only(policy, factory(module, run), [make(module, run) for make in states])
         else:
             result = engine.converge(policy, choose_backends(module, run), check_mode=module.check_mode,
-                                     lock_timeout=module.params["lock_timeout"])
+                                     lock_timeout=module.params["lock_timeout"],
+                                     states=[make(module, run) for make in states])
     except NetconfineError as exc:
         module.fail_json(msg=str(exc), field=exc.field, **exc.details)
     result["chains"] = sorted(policy.chain_names)

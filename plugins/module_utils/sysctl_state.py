@@ -1,0 +1,133 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Kernel parameters a task needs (``model.Sysctl`` resources), behind the engine's seam.
+
+Private to the paranoid.netconfine collection. A *state* for
+``engine.converge(..., states=[SysctlState(...)])``: one unit, ``kernel``;
+``read`` looks at ``/proc/sys/<key>`` for every declared key, ``script`` is
+the text of what would change (``modprobe MODULE`` lines, then ``key = value``
+lines in sysctl.conf(5) syntax), ``apply`` does it, and the engine reads back.
+
+Only what a task declares is read or written. ``state: absent`` leaves the
+parameters as they are (other services may rely on ``ip_forward`` or
+``bridge-nf-call-iptables``): the removal reports nothing here.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+from dataclasses import dataclass
+from typing import Tuple
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+UNIT = "kernel"
+MISSING = "(missing)"
+PROC_SYS = "/proc/sys"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Declared kernel parameters as the kernel holds them: ((key, value or MISSING), ...)."""
+    values: Tuple[Tuple[str, str], ...] = ()
+
+    def lines(self):
+        return ["%s = %s" % (key.replace("/", "."), value) for key, value in self.values]
+
+
+def sysctls(policy):
+    """The policy's ``model.Sysctl`` resources, one per key (the last declaration wins)."""
+    found = {}
+    for item in policy.resources:
+        if isinstance(item, model.Sysctl):
+            found[item.key] = item
+    return found
+
+
+class SysctlState:
+    """Reads and writes ``/proc/sys`` in the namespace the module runs in."""
+
+    name = "sysctl"
+    offline_units = (UNIT,)
+
+    def __init__(self, run, modprobe=None, proc_sys=PROC_SYS):
+        """``run(argv, data=None) -> (rc, out, err)``; ``modprobe`` is its path or None."""
+        self.run = run
+        self.modprobe = modprobe
+        self.proc_sys = proc_sys
+        self._declared = {}
+
+    def units(self, policy):
+        self._declared = sysctls(policy)
+        return (UNIT,) if self._declared else ()
+
+    def _path(self, key):
+        return os.path.join(self.proc_sys, key)
+
+    def read(self, unit):
+        out = {}
+        for key in self._declared:
+            try:
+                with open(self._path(key)) as handle:
+                    out[key] = " ".join(handle.read().split())
+            except (IOError, OSError):
+                out[key] = MISSING
+        return out
+
+    def owned(self, read, policy, unit):
+        if not policy.present:
+            return {}
+        return {UNIT: Settings(tuple(sorted((key, read.get(key, MISSING)) for key in sysctls(policy))))}
+
+    def render(self, policy, unit):
+        if not policy.present:
+            return {}
+        return {UNIT: Settings(tuple(sorted((key, item.value) for key, item in sysctls(policy).items())))}
+
+    def script(self, read, current, desired, restore_jumps=None):
+        """What would change: ``modprobe M`` for missing keys that name a module, then ``key = value``."""
+        want = dict(desired[UNIT].values) if UNIT in desired else {}
+        have = dict(current[UNIT].values) if UNIT in current else {}
+        lines, modules = [], []
+        for key in sorted(want):
+            if have.get(key) == want[key] or want[key] == MISSING:   # rollback cannot un-create a key
+                continue
+            module = self._declared[key].module if key in self._declared else None
+            if have.get(key, MISSING) == MISSING and module and module not in modules:
+                modules.append(module)
+            lines.append("%s = %s" % (key.replace("/", "."), want[key]))
+        return "".join("modprobe %s\n" % m for m in modules) + "".join(line + "\n" for line in lines)
+
+    def apply(self, unit, script):
+        for line in script.splitlines():
+            if line.startswith("modprobe "):
+                self._load(line.split(" ", 1)[1])
+                continue
+            dotted, value = line.split(" = ", 1)
+            key = dotted.replace(".", "/")
+            item = self._declared.get(key)
+            field = item.field if item else "name"
+            path = self._path(key)
+            if not os.path.exists(path):
+                raise NetconfineError(
+                    "%s does not exist on this host%s: the rules would be bypassed without it"
+                    % (path, " (module %s did not create it)" % item.module if item and item.module else ""),
+                    field)
+            try:
+                with open(path, "w") as handle:
+                    handle.write(value + "\n")
+            except (IOError, OSError) as exc:
+                raise NetconfineError("cannot set %s to %s: %s" % (dotted, value, exc), field)
+
+    def _load(self, module):
+        field = next((i.field for i in self._declared.values() if i.module == module), "name")
+        if not self.modprobe:
+            raise NetconfineError("kernel module %s is needed but modprobe is not installed (package kmod)"
+                                  % module, field)
+        rc, out, err = self.run([self.modprobe, module])
+        if rc != 0:
+            raise NetconfineError("modprobe %s failed (rc=%d): %s" % (module, rc, (err or out).strip()), field)
