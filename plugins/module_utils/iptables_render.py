@@ -122,6 +122,10 @@ def _target(target, family):
         return out
     if isinstance(target, model.Jump):
         return "-j %s" % target.chain
+    if isinstance(target, model.Secmark):
+        return "-j SECMARK --selctx %s" % target.context
+    if isinstance(target, model.ConnSecmark):
+        return "-j CONNSECMARK --%s" % target.mode
     raise TypeError("no iptables form for target %r" % (target,))
 
 

@@ -111,6 +111,22 @@ class Jump:
     chain: str
 
 
+@dataclass(frozen=True)
+class Secmark:
+    """``-j SECMARK --selctx CONTEXT`` / nft ``meta secmark set``: label the packet (mangle only).
+
+    ``context`` is a full SELinux context ``user:role:type:level`` (``system_u:object_r:
+    myhttp_client_packet_t:s0``); the kernel refuses a context the loaded policy does not know.
+    """
+    context: str
+
+
+@dataclass(frozen=True)
+class ConnSecmark:
+    """``-j CONNSECMARK --restore|--save``: copy the label from (restore) or to (save) the connection."""
+    mode: str            # "restore" or "save"
+
+
 # ---------------------------------------------------------------- non-netfilter resources
 
 @dataclass(frozen=True)
@@ -127,6 +143,24 @@ class Sysctl:
     value: str
     module: Optional[str] = None
     field: str = "name"
+
+
+@dataclass(frozen=True)
+class SelinuxModule:
+    """A CIL policy module the task owns in the SELinux policy store (``selinux_store.SelinuxStore``).
+
+    ``name`` is the store's module name (``netconfine_<task>``), ``priority`` the store priority
+    (1-999, ``semodule -X``), ``cil`` the exact text installed: its SHA-256 is what
+    ``semodule --list-modules=full --checksum`` prints for it once installed. ``line_fields``
+    maps 1-based CIL line numbers to the option that produced the line, so a compiler error
+    ("... at .../cil:5") names the field. ``types`` are (type name, field) pairs the module
+    relies on from the loaded policy (domains, existing packet types), checked before install.
+    """
+    name: str
+    priority: int
+    cil: str
+    line_fields: Tuple[Tuple[int, str], ...] = ()
+    types: Tuple[Tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------- structure

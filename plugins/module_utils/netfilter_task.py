@@ -20,6 +20,7 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
+from ansible_collections.paranoid.netconfine.plugins.module_utils.selinux_store import SelinuxStore
 from ansible_collections.paranoid.netconfine.plugins.module_utils.sysctl_state import SysctlState
 
 COMMON_ARGS = dict(
@@ -56,10 +57,16 @@ BACKENDS = {"iptables": iptables_backend, "nftables": nftables_backend}
 AUTO_ORDER = ("nftables", "iptables")
 
 
-def choose_backends(module, run):
-    """The backend to converge with first, then every other usable one (to clean up after a switch)."""
+def choose_backends(module, run, order=AUTO_ORDER):
+    """The backend to converge with first, then every other usable one (to clean up after a switch).
+
+    ``order``: the backends the module can render, best first (default: all of AUTO_ORDER).
+    """
     usable, why = [], {}
-    for name in AUTO_ORDER:
+    if module.params["backend"] not in ("auto",) + tuple(order):
+        raise NetconfineError("backend %s cannot render this module yet (use %s)"
+                              % (module.params["backend"], " or ".join(order)), "backend")
+    for name in order:
         factory = BACKENDS.get(name)
         backend = factory(module, run) if factory else None
         if backend is not None and backend.usable():
@@ -87,6 +94,10 @@ def sysctl_state(module, run):
     return SysctlState(run, modprobe=module.get_bin_path("modprobe"))
 
 
+def selinux_store(module, run):
+    return SelinuxStore(run, semodule=module.get_bin_path("semodule"))
+
+
 def render_only(policy, backend, states=()):
     """state=rendered: what would be applied on an empty host; no root, no kernel."""
     rendered, scripts = {}, {}
@@ -100,11 +111,12 @@ def render_only(policy, backend, states=()):
     return {"changed": False, "backend": backend.name, "rendered": rendered, "scripts": scripts}
 
 
-def run_module(argument_spec, build_policy, states=(), **module_kwargs):
+def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **module_kwargs):
     """Build the module, model, backends; converge; exit. The whole main() of a netfilter module.
 
     ``states``: factories ``factory(module, run) -> state`` for the policy's resources
-    (e.g. :func:`sysctl_state`).
+    (e.g. :func:`sysctl_state`); ``backends``: the backends this module's rules can be rendered
+    for, best first (``backend: auto`` picks among them).
     """
     spec = dict(COMMON_ARGS)
     spec.update(argument_spec)
@@ -116,14 +128,14 @@ def run_module(argument_spec, build_policy, states=(), **module_kwargs):
             wanted = module.params["backend"]
             if wanted == "auto":
                 # what auto would converge with, judged without root: the first backend installed
-                wanted = next((n for n in AUTO_ORDER if n in BACKENDS and _installed(BACKENDS[n](module, run))),
+                wanted = next((n for n in backends if n in BACKENDS and _installed(BACKENDS[n](module, run))),
                               "iptables")
-            factory = BACKENDS.get(wanted)
+            factory = BACKENDS.get(wanted) if wanted in backends else None
             if factory is None:
                 raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
             result = render_only(policy, factory(module, run), [make(module, run) for make in states])
         else:
-            result = engine.converge(policy, choose_backends(module, run), check_mode=module.check_mode,
+            result = engine.converge(policy, choose_backends(module, run, backends), check_mode=module.check_mode,
                                      lock_timeout=module.params["lock_timeout"],
                                      states=[make(module, run) for make in states])
     except NetconfineError as exc:
