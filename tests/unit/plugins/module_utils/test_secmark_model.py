@@ -72,17 +72,17 @@ def test_article_chain_is_the_refpolicy_skeleton():
 
 
 def test_directions_get_one_chain_each():
-    labels = [dict(PROXY_LABEL), {"direction": "input", "protocol": "tcp", "destination_port": "22",
-                                   "packet_type": "ssh_server_packet_t"},
-              {"direction": "forward", "protocol": "udp", "destination_port": "53",
-               "context": "system_u:object_r:dns_client_packet_t:s0"}]
+    ssh = {"direction": "input", "protocol": "tcp", "destination_port": "22", "packet_type": "ssh_server_packet_t"}
+    dns = {"direction": "forward", "protocol": "udp", "destination_port": "53",
+           "context": "system_u:object_r:dns_client_packet_t:s0"}
+    labels = [dict(PROXY_LABEL), ssh, dns]
     policy = build_policy(params(labels=labels))
     hooks = [(c.hook.builtin, c.name.split("-")[2]) for c in policy.chains]
     assert hooks == [("OUTPUT", "output"), ("INPUT", "input"), ("FORWARD", "forward")]
     fwd = policy.chains_for(6)[2]
-    assert [r.target for r in fwd.rules] == [model.ConnSecmark("restore"),
-                                            model.Secmark("system_u:object_r:dns_client_packet_t:s0"),
-                                            model.ConnSecmark("save")]
+    assert [r.target for r in fwd.rules] == [
+        model.ConnSecmark("restore"), model.Secmark("system_u:object_r:dns_client_packet_t:s0"),
+        model.ConnSecmark("save")]
     # existing packet types are checked against the loaded policy, ours are not
     assert ("ssh_server_packet_t", "labels[1].packet_type") in module_of(policy).types
     assert ("dns_client_packet_t", "labels[2].context") in module_of(policy).types
