@@ -54,4 +54,21 @@ options:
     description: Seconds C(iptables-restore --wait) waits for the xtables lock held by other tools.
     type: int
     default: 10
+  persist:
+    description:
+      - Keep what the task applies on disk so that it comes back at boot. The files hold exactly the text
+        O(state=rendered) shows (C(iptables-restore) input per family, the C(nft) batch of our table, sysctl
+        lines), one per unit, under O(persist_dir)C(/host/) (or C(/netns/NAME/) when the task runs in a named
+        network namespace), written atomically; O(state=absent) removes them in the same run.
+      - Where systemd runs, the unit C(netconfine-restore.service) (before C(network-pre.target), after
+        C(nftables.service)) loads them at boot into netconfine's own chains and table only, with
+        C(iptables-restore --noflush) and C(nft -f); it never flushes the ruleset or touches another tool's
+        files. Without systemd, run C(PERSIST_DIR/netconfine-restore) early at boot (see C(docs/persistence.md)).
+      - A named namespace does not exist at boot; whoever recreates it runs C(netconfine-restore NAME).
+    type: bool
+    default: true
+  persist_dir:
+    description: Directory of the persisted state and of the C(netconfine-restore) script.
+    type: path
+    default: /etc/netconfine
 """

@@ -125,7 +125,8 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=()):
             netfilter += _read_units(backend, wanted)
         stateful = [u for state in states for u in _read_units(state, policy)]
         units = stateful + netfilter if policy.present else netfilter + stateful
-        shown = set([backends[0]] + list(states))
+        # what rendered/scripts list: kernel state; a state marked internal (persisted files) is in the diff only
+        shown = set([backends[0]] + [s for s in states if not getattr(s, "internal", False)])
         pending = [u for u in units if u.current != u.desired]
         for u in pending:
             u.script = u.backend.script(u.tables, u.current, u.desired)
@@ -137,7 +138,7 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=()):
                 "after": "".join("# %s\n%s" % (u.label, owned_text(u.desired)) for u in pending),
             },
             "rendered": dict((u.label, owned_text(u.desired)) for u in units if u.backend in shown),
-            "scripts": dict((u.label, u.script) for u in pending),
+            "scripts": dict((u.label, u.script) for u in pending if u.backend in shown or u.backend in backends),
         }
         if check_mode or not pending:
             return result

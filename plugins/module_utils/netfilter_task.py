@@ -14,9 +14,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, persistence
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
@@ -30,6 +32,8 @@ COMMON_ARGS = dict(
     ip_version=dict(type="str", default="both", choices=["ipv4", "ipv6", "both"]),
     lock_timeout=dict(type="int", default=60),
     xtables_wait=dict(type="int", default=10),
+    persist=dict(type="bool", default=True),
+    persist_dir=dict(type="path", default=persistence.PERSIST_DIR),
 )
 
 
@@ -98,6 +102,19 @@ def selinux_store(module, run):
     return SelinuxStore(run, semodule=module.get_bin_path("semodule"))
 
 
+def persist_state(module, seams):
+    """The persistence state for this run (``persist: true``), or None (and a warning where it cannot)."""
+    if not module.params["persist"]:
+        return None
+    where = persistence.namespace_name()
+    if where is None:
+        module.warn("persist: this network namespace has no name under %s, so nothing could restore it at "
+                    "boot; the policy is applied but not persisted" % persistence.NETNS_RUN_DIR)
+        return None
+    unit_dir = persistence.UNIT_DIR if where == "host" and os.path.isdir(persistence.SYSTEMD_RUNNING) else None
+    return persistence.PersistState(seams, module.params["persist_dir"], where, unit_dir)
+
+
 def render_only(policy, backend, states=()):
     """state=rendered: what would be applied on an empty host; no root, no kernel."""
     rendered, scripts = {}, {}
@@ -135,9 +152,17 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                 raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
             result = render_only(policy, factory(module, run), [make(module, run) for make in states])
         else:
-            result = engine.converge(policy, choose_backends(module, run, backends), check_mode=module.check_mode,
+            chosen = choose_backends(module, run, backends)
+            seams = [make(module, run) for make in states]
+            persisted = persist_state(module, [chosen[0]] + [s for s in seams if getattr(s, "persistent", False)])
+            result = engine.converge(policy, chosen, check_mode=module.check_mode,
                                      lock_timeout=module.params["lock_timeout"],
-                                     states=[make(module, run) for make in states])
+                                     states=seams + ([persisted] if persisted else []))
+            if persisted:
+                result["persisted"] = {"dir": persisted.task_dir(), "boot": (
+                    "systemd unit %s" % persistence.UNIT_NAME if persisted.unit_dir else
+                    "no systemd running: run %s/netconfine-restore at boot (docs/persistence.md)"
+                    % module.params["persist_dir"])}
     except NetconfineError as exc:
         module.fail_json(msg=str(exc), field=exc.field, **exc.details)
     result["chains"] = sorted(policy.chain_names)

@@ -53,6 +53,7 @@ class SysctlState:
 
     name = "sysctl"
     offline_units = (UNIT,)
+    persistent = True          # persistence.PersistState keeps its text for boot
 
     def __init__(self, run, modprobe=None, proc_sys=PROC_SYS):
         """``run(argv, data=None) -> (rc, out, err)``; ``modprobe`` is its path or None."""

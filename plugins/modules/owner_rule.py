@@ -273,6 +273,21 @@ chains:
   type: list
   elements: str
   sample: [NC-stunnel-992-4539feff]
+persisted:
+  description:
+    - Where the task's state is kept for boot (O(persist)) and what restores it. Its files change with the
+      rules, and the diff shows them.
+  returned: when O(persist=true) and O(state) is not V(rendered)
+  type: dict
+  contains:
+    dir:
+      description: The directory of this task's files.
+      type: str
+      sample: /etc/netconfine/host
+    boot:
+      description: What loads them at boot.
+      type: str
+      sample: systemd unit netconfine-restore.service
 rendered:
   description:
     - Per backend and unit, the owned state (what is wanted) as C(iptables-save) prints it, per family

@@ -21,6 +21,7 @@ import os
 import pwd
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -40,6 +41,9 @@ SESSION_DIR = Path("/run/nct-sessions")
 NAME_RE = re.compile(r"^nct[-_]([0-9a-f]{4})[-_][0-9a-f]{4}$")
 
 _session: tuple[str, object] | None = None  # (id, open lock file) for this process
+
+
+PERSIST_DIR = Path("/etc/netconfine")
 
 
 # --------------------------------------------------------------------------- naming and sweeping
@@ -175,6 +179,8 @@ def _delete_netns(name: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
     run("ip", "netns", "del", name, check=False)
+    # what modules persisted for this namespace (persist: true, default persist_dir)
+    shutil.rmtree(PERSIST_DIR / "netns" / name, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,292 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a task applied, kept on disk so that it comes back at boot (``persist: true``).
+
+Private to the paranoid.netconfine collection. A *state* behind the engine's
+seam (see ``engine``), implemented once for every module: its desired content
+is, for every seam that has a boot form (the netfilter backend's units, the
+sysctls), the text that seam would apply on an empty host
+(``seam.script({}, {}, seam.render(policy, unit))`` — the same text
+``state: rendered`` shows), one file per unit::
+
+    PERSIST_DIR/host/<task>.<seam>-<unit>          the initial network namespace
+    PERSIST_DIR/netns/<name>/<task>.<seam>-<unit>  a named namespace (ip netns, /run/netns/<name>)
+
+Files are written atomically (temporary file, fsync, rename, fsync of the
+directory) and removed by ``state: absent`` in the same run. Check mode writes
+nothing and predicts; a failed run puts the files back (engine rollback).
+
+At boot ``netconfine-restore`` (written beside them; a systemd unit of ours,
+``netconfine-restore.service``, runs it before ``network-pre.target`` and after
+``nftables.service``, whose ``flush ruleset`` would otherwise destroy our
+table) loads ``host/``: sysctl files first, then ``iptables-restore
+--noflush`` / ``nft -f`` per file, so only our chains and our table are
+touched — never ``flush ruleset``, never another tool's file. A named
+namespace does not exist at boot; whoever recreates it runs
+``netconfine-restore NAME`` (``netns_service``'s namespace unit does).
+A namespace without a name under /run/netns cannot be restored: the task
+warns and does not persist.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Tuple
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+PERSIST_DIR = "/etc/netconfine"
+UNIT = "files"
+NETNS_RUN_DIR = "/run/netns"
+SYSTEMD_RUNNING = "/run/systemd/system"
+UNIT_DIR = "/etc/systemd/system"
+UNIT_NAME = "netconfine-restore.service"
+WANTS = "multi-user.target.wants"
+
+RESTORE_SCRIPT = r"""#!/bin/sh
+# Written by paranoid.netconfine (persist: true); rewritten by every run that persists.
+# netconfine-restore [NETNS]: load what the collection persisted into the initial network
+# namespace (no argument) or into the named namespace NETNS. Only netconfine's own chains and
+# table are touched: iptables-restore --noflush, nft -f of our table; never "flush ruleset".
+set -u
+here=$(dirname "$0")
+case "${1:-}" in
+  "") dir="$here/host" ;;
+  --in) dir="$2" ;;
+  *) [ -d "$here/netns/$1" ] || exit 0
+     exec ip netns exec "$1" /bin/sh "$0" --in "$here/netns/$1" ;;
+esac
+[ -d "$dir" ] || exit 0
+rc=0
+for f in "$dir"/*.sysctl-*; do
+  [ -f "$f" ] || continue
+  while IFS= read -r line; do
+    case "$line" in
+      "modprobe "*) modprobe "${line#modprobe }" || rc=1 ;;
+      *" = "*) key=$(printf '%s' "${line%% = *}" | tr . /)
+               printf '%s\n' "${line#* = }" > "/proc/sys/$key" || rc=1 ;;
+    esac
+  done < "$f"
+done
+for f in "$dir"/*.iptables-4; do [ -f "$f" ] && { iptables-restore --noflush --wait 10 < "$f" || rc=1; }; done
+for f in "$dir"/*.iptables-6; do [ -f "$f" ] && { ip6tables-restore --noflush --wait 10 < "$f" || rc=1; }; done
+for f in "$dir"/*.nftables-*; do
+  [ -f "$f" ] || continue
+  case "$(head -c 1 "$f")" in "{") nft -j -f "$f" || rc=1 ;; *) nft -f "$f" || rc=1 ;; esac
+done
+exit $rc
+"""
+
+RESTORE_UNIT = """# Written by paranoid.netconfine (persist: true).
+[Unit]
+Description=Restore the network policy applied by paranoid.netconfine
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+After=systemd-modules-load.service local-fs.target nftables.service
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh {script}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@dataclass(frozen=True)
+class Files:
+    """Files (path, content) as they are on disk or as wanted; content None means absent."""
+    files: Tuple[Tuple[str, str], ...] = ()
+
+    def lines(self):
+        out = []
+        for path, content in self.files:
+            out.append("# %s" % path)
+            out.extend(content.splitlines())
+        return out
+
+
+def namespace_name(netns_run_dir=NETNS_RUN_DIR):
+    """``host`` in the initial network namespace, ``netns/NAME`` in a named one, None otherwise.
+
+    Compares the inode of /proc/self/ns/net with /proc/1/ns/net and with /run/netns/* (ip-netns(8)).
+    """
+    try:
+        mine = os.stat("/proc/self/ns/net")
+    except OSError:
+        return "host"
+    try:
+        init = os.stat("/proc/1/ns/net")
+        if (init.st_dev, init.st_ino) == (mine.st_dev, mine.st_ino):
+            return "host"
+    except OSError:
+        pass
+    try:
+        names = sorted(os.listdir(netns_run_dir))
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            st = os.stat(os.path.join(netns_run_dir, name))
+        except OSError:
+            continue
+        if st.st_ino == mine.st_ino and st.st_dev == mine.st_dev:
+            return "netns/%s" % name
+    return None
+
+
+class PersistState:
+    """Keeps every boot-restorable seam's text of one task under ``persist_dir``.
+
+    ``seams``: the seams whose empty-host script is what boot restores (the first netfilter
+    backend, sysctl states); ``where``: ``namespace_name()``; ``unit_dir``: where the systemd
+    unit goes when systemd runs (``/run/systemd/system`` exists), else None.
+    """
+
+    name = "persist"
+    offline_units = ()
+    internal = True      # not kernel state: the diff shows it, rendered/scripts do not
+
+    def __init__(self, seams, persist_dir=PERSIST_DIR, where="host", unit_dir=None):
+        self.seams = seams
+        self.persist_dir = persist_dir
+        self.where = where
+        self.unit_dir = unit_dir
+
+    # ---------------------------------------------------------- the seam
+
+    def units(self, policy):
+        return (UNIT,) if self.where else ()
+
+    def task_dir(self):
+        return os.path.join(self.persist_dir, self.where)
+
+    def _task_files(self, policy):
+        """{path: content} of this task's files as they should be (empty when absent)."""
+        out = {}
+        if not policy.present:
+            return out
+        for seam in self.seams:
+            for unit in seam.units(policy):
+                text = seam.script({}, {}, seam.render(policy, unit))
+                if text:
+                    out[os.path.join(self.task_dir(), "%s.%s-%s" % (policy.name, seam.name, unit))] = text
+        return out
+
+    def _shared_files(self):
+        script = os.path.join(self.persist_dir, "netconfine-restore")
+        out = {script: RESTORE_SCRIPT}
+        if self.unit_dir:
+            out[os.path.join(self.unit_dir, UNIT_NAME)] = RESTORE_UNIT.format(script=script)
+            out[os.path.join(self.unit_dir, WANTS, UNIT_NAME)] = "-> %s" % os.path.join(self.unit_dir, UNIT_NAME)
+        return out
+
+    def _wanted(self, policy):
+        files = self._task_files(policy)
+        if files:
+            files.update(self._shared_files())
+        return files
+
+    def read(self, unit):
+        """{path: content} of what is on disk: this directory's files and the shared ones."""
+        out = {}
+        directory = self.task_dir()
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            names = []
+        for name in names:
+            out[os.path.join(directory, name)] = _read(os.path.join(directory, name))
+        for path in self._shared_files():
+            if os.path.islink(path):
+                out[path] = "-> %s" % os.readlink(path)
+            elif os.path.exists(path):
+                out[path] = _read(path)
+        return out
+
+    def owned(self, read, policy, unit):
+        wanted = self._wanted(policy)
+        prefix = os.path.join(self.task_dir(), policy.name + ".")
+        # <task>.<seam>-<unit>: neither seam names nor units hold a dot, so task "a" never takes "a.b"'s files
+        mine = dict((p, c) for p, c in read.items()
+                    if (p.startswith(prefix) and not set("./") & set(p[len(prefix):])) or p in wanted)
+        return {UNIT: Files(tuple(sorted(mine.items())))} if mine else {}
+
+    def render(self, policy, unit):
+        wanted = self._wanted(policy)
+        return {UNIT: Files(tuple(sorted(wanted.items())))} if wanted else {}
+
+    def script(self, read, current, desired, restore_jumps=None):
+        """JSON: {"write": {path: content}, "remove": [path]} taking ``current`` to ``desired``."""
+        have = dict(current[UNIT].files) if UNIT in current else {}
+        want = dict(desired[UNIT].files) if UNIT in desired else {}
+        shared = set(self._shared_files())
+        write = dict((p, c) for p, c in want.items() if have.get(p) != c)
+        # the restore script and unit serve every task: removing one task leaves them
+        remove = sorted(p for p in have if p not in want and p not in shared)
+        if not write and not remove:
+            return ""
+        return json.dumps({"write": write, "remove": remove}, indent=1, sort_keys=True) + "\n"
+
+    def apply(self, unit, script):
+        plan = json.loads(script)
+        try:
+            for path, content in sorted(plan["write"].items()):
+                if content.startswith("-> "):
+                    _symlink(content[3:], path)
+                else:
+                    _write_atomic(path, content, 0o755 if path.endswith("netconfine-restore") else 0o600)
+            for path in plan["remove"]:
+                if os.path.lexists(path):
+                    os.unlink(path)
+        except (IOError, OSError) as exc:
+            raise NetconfineError("cannot persist the policy under %s: %s" % (self.persist_dir, exc), "persist_dir")
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError, UnicodeDecodeError):
+        return "(unreadable)"
+
+
+def _write_atomic(path, content, mode):
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".netconfine-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _symlink(target, path):
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.symlink(target, path)

@@ -1,0 +1,72 @@
+"""PersistState over a scratch directory with a fake seam: what is written, kept and removed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils.persistence import UNIT, PersistState
+
+
+@dataclasses.dataclass(frozen=True)
+class _Text:
+    text: str
+
+    def lines(self):
+        return [self.text]
+
+
+class Seam:
+    name = "fake"
+
+    def units(self, policy):
+        return (4, 6)
+
+    def render(self, policy, unit):
+        return {"t": _Text("%s %s" % (policy.name, unit))} if unit == 4 else {}
+
+    def script(self, tables, current, desired, restore_jumps=None):
+        return "restore %s\n" % desired["t"].text if desired else ""
+
+
+def converge(state, policy):
+    read = state.read(UNIT)
+    script = state.script(read, state.owned(read, policy, UNIT), state.render(policy, UNIT))
+    if script:
+        state.apply(UNIT, script)
+    return script
+
+
+def test_writes_one_file_per_unit_with_text_and_the_restore_script(tmp_path):
+    state = PersistState([Seam()], str(tmp_path), "host", unit_dir=str(tmp_path / "systemd"))
+    script = converge(state, model.Policy("a"))
+    plan = json.loads(script)
+    assert sorted(plan["write"]) == sorted([str(tmp_path / "host" / "a.fake-4"), str(tmp_path / "netconfine-restore"),
+                                            str(tmp_path / "systemd" / "netconfine-restore.service"),
+                                            str(tmp_path / "systemd" / "multi-user.target.wants" /
+                                                "netconfine-restore.service")])
+    assert (tmp_path / "host" / "a.fake-4").read_text() == "restore a 4\n"
+    assert oct(os.stat(tmp_path / "host" / "a.fake-4").st_mode & 0o777) == "0o600"
+    assert os.access(tmp_path / "netconfine-restore", os.X_OK)
+    assert os.readlink(tmp_path / "systemd" / "multi-user.target.wants" / "netconfine-restore.service") == \
+        str(tmp_path / "systemd" / "netconfine-restore.service")
+    assert "ExecStart=/bin/sh %s" % (tmp_path / "netconfine-restore") in \
+        (tmp_path / "systemd" / "netconfine-restore.service").read_text()
+    assert converge(state, model.Policy("a")) == ""            # second run: nothing to do
+
+
+def test_absent_removes_the_tasks_files_only(tmp_path):
+    state = PersistState([Seam()], str(tmp_path), "netns/x")
+    converge(state, model.Policy("a"))
+    converge(state, model.Policy("a.b"))
+    plan = json.loads(converge(state, model.Policy("a", present=False)))
+    assert plan == {"write": {}, "remove": [str(tmp_path / "netns" / "x" / "a.fake-4")]}
+    assert sorted(os.listdir(tmp_path / "netns" / "x")) == ["a.b.fake-4"]
+    assert (tmp_path / "netconfine-restore").exists()
+    assert converge(state, model.Policy("a", present=False)) == ""
+
+
+def test_no_namespace_name_no_unit(tmp_path):
+    assert PersistState([Seam()], str(tmp_path), None).units(model.Policy("a")) == ()
