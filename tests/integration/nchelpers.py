@@ -99,6 +99,11 @@ def sweep(own: bool = False) -> list[str]:
         if doomed(ns):
             _delete_netns(ns)
             removed.append(f"netns {ns}")
+    persisted = PERSIST_DIR / "netns"
+    for ns in sorted(os.listdir(persisted)) if persisted.is_dir() else []:
+        if doomed(ns):      # its namespace may be gone already (a killed run)
+            shutil.rmtree(persisted / ns, ignore_errors=True)
+            removed.append(f"persisted state of netns {ns}")
     for user in sorted(u.pw_name for u in pwd.getpwall()):
         if doomed(user):
             _delete_user(user)
@@ -112,10 +117,22 @@ def sweep(own: bool = False) -> list[str]:
     return removed
 
 
+def _idle_persist_dir() -> bool:
+    """Whether /etc/netconfine holds nothing but what namespace runs leave: the restore script, empty netns/."""
+    if not PERSIST_DIR.is_dir():
+        return False
+    names = set(os.listdir(PERSIST_DIR))
+    netns_dir = PERSIST_DIR / "netns"
+    return names <= {"netconfine-restore", "netns"} and (not netns_dir.is_dir() or not os.listdir(netns_dir))
+
+
 def end_session() -> list[str]:
     """Remove everything this session left behind and release its lock."""
     global _session
     removed = sweep(own=True)
+    if _idle_persist_dir():
+        shutil.rmtree(PERSIST_DIR, ignore_errors=True)
+        removed.append(f"dir {PERSIST_DIR} (only the restore script of the namespaces' runs was left)")
     if _session is not None:
         (SESSION_DIR / _session[0]).unlink(missing_ok=True)
         _session[1].close()
