@@ -176,6 +176,21 @@ def addresses(values, field):
     return nets, negate, resolved
 
 
+DESTINATION_TYPES = {"local": "LOCAL"}
+
+
+def destination_type(value, field):
+    """``local`` or ``!local`` -> (rtnetlink address type, negate).
+
+    ``local`` is every address the kernel delivers to this host (``ip route show table local``):
+    all of 127.0.0.0/8, ::1 and every address of every interface, also those added later.
+    """
+    raw, negate = negation(value)
+    if not isinstance(raw, str) or raw.lower() not in DESTINATION_TYPES:
+        raise NetconfineError("must be 'local' (any address of this host) or '!local', got %r" % (value,), field)
+    return DESTINATION_TYPES[raw.lower()], negate
+
+
 def port_range(value, field):
     """``992``, ``1000:2000`` or ``1000-2000`` → (low, high)."""
     value, negate = negation(str(value) if isinstance(value, int) and not isinstance(value, bool) else value)

@@ -65,6 +65,10 @@ def _icmp(m):
     return "-m icmp6 %s--icmpv6-type %s" % (_neg(m.negate), m.type)
 
 
+def _destination_type(m):
+    return "-m addrtype %s--dst-type %s" % (_neg(m.negate), m.type)
+
+
 def _owner(m):
     parts = ["-m owner"]
     if m.socket_exists is not None:
@@ -100,6 +104,7 @@ def _comment(m):
 MATCHES = {
     model.Ports: _ports,
     model.Icmp: _icmp,
+    model.DestinationType: _destination_type,
     model.Owner: _owner,
     model.Cgroup: _cgroup,
     model.Conntrack: _conntrack,

@@ -45,6 +45,19 @@ class Icmp:
 
 
 @dataclass(frozen=True)
+class DestinationType:
+    """The kind of address the packet is sent to, as the kernel's routing tables classify it.
+
+    ``type`` is an address type of rtnetlink (``LOCAL``: an address of this host, i.e. all of
+    127.0.0.0/8, ::1 and every address on any interface, including ones added later and IPv6
+    link-local ones). iptables: ``-m addrtype --dst-type LOCAL``; nftables: ``fib daddr type local``.
+    Both ask the kernel per packet, so the set of local addresses is never copied into a rule.
+    """
+    type: str = "LOCAL"
+    negate: bool = False
+
+
+@dataclass(frozen=True)
 class Owner:
     """Socket owner of a locally generated packet.
 

@@ -269,6 +269,11 @@ def _cgroup(m):
     return match({"socket": {"key": "cgroupv2", "level": path.count("/") + 1}}, path, _op(m.negate))
 
 
+def _destination_type(m):
+    """``fib daddr type local``: the kernel's route lookup says whether the destination is this host."""
+    return match({"fib": {"result": "type", "flags": ["daddr"]}}, m.type.lower(), _op(m.negate))
+
+
 def _limit(m):
     return {"limit": {"rate": m.rate, "burst": m.burst, "per": LIMIT_UNITS[m.unit]}}
 
@@ -305,6 +310,7 @@ def _target(target, family, c):
 MATCHES = {
     model.Conntrack: lambda m, c: [_conntrack(m)],
     model.Cgroup: lambda m, c: [_cgroup(m)],
+    model.DestinationType: lambda m, c: [_destination_type(m)],
     model.Limit: lambda m, c: [_limit(m)],
 }
 
@@ -735,6 +741,8 @@ def _fmt_left(left, right=None):
         if level is None and sock["key"] == "cgroupv2" and isinstance(right, str):
             level = right.strip("/").count("/") + 1
         return "socket %s" % sock["key"] + (" level %d" % level if level is not None else "")
+    if "fib" in left:
+        return "fib %s %s" % (" . ".join(left["fib"]["flags"]), left["fib"]["result"])
     if "concat" in left:
         return " . ".join(_fmt_left(x) for x in left["concat"])
     return json.dumps(left, sort_keys=True)

@@ -154,6 +154,9 @@ def _common_matches(raw, proto, field):
         dport, dneg = (fields.port_range(raw["destination_port"], field("destination_port"))
                        if raw.get("destination_port") is not None else (None, False))
         matches.append(model.Ports(proto, sport, sneg, dport, dneg))
+    if raw.get("destination_type") is not None:
+        matches.append(model.DestinationType(*fields.destination_type(raw["destination_type"],
+                                                                      field("destination_type"))))
     owner = _owner(raw, field)
     if owner is not None:
         matches.append(owner)

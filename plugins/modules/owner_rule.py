@@ -22,7 +22,8 @@ description:
     change in one C(nft -f) transaction, and runs of owner rules that differ only in ids and ports become one
     set or verdict-map lookup. See O(backend) for how its meaning differs from iptables.
   - Users and groups are resolved to numeric ids on the managed host. C(localhost) means both
-    C(127.0.0.1) and C(::1), so a listener on C([::1]) is covered too.
+    C(127.0.0.1) and C(::1), so a listener on C([::1]) is covered too. O(rules[].destination_type=local)
+    means every address of the host, which is what a listener bound to all addresses needs.
   - Rule keys use the names of M(ansible.builtin.iptables) where the meaning is the same, so existing
     tasks migrate by moving them into one O(rules) list.
   - Drift is repaired. A rule edited or deleted by hand in the owned chain, or a jump that was moved or
@@ -131,9 +132,22 @@ options:
         type: list
         elements: str
       destination:
-        description: Destination addresses, in the same forms as O(rules[].source).
+        description:
+          - Destination addresses, in the same forms as O(rules[].source).
+          - V(localhost) is C(127.0.0.1) and C(::1) only. A listener bound to all addresses
+            (C(0.0.0.0), C([::])) is also reached at C(127.0.0.2), at the host's own addresses and at any
+            address added later. To guard such a listener use O(rules[].destination_type=local) instead.
         type: list
         elements: str
+      destination_type:
+        description:
+          - V(local) matches packets to B(any address of this host), as the kernel's routing tables classify
+            it when the packet is sent. That is all of C(127.0.0.0/8), C(::1), and every address of every
+            interface (global and link-local IPv6 included), also addresses added after the task ran.
+          - V(!local) matches packets to any other destination (traffic that leaves the host).
+          - Rendered C(-m addrtype --dst-type LOCAL) on iptables and C(fib daddr type local) on nftables,
+            for both IP families. It can be combined with O(rules[].destination).
+        type: str
       source_port:
         description: Port or range V(low:high). Needs a port O(rules[].protocol). Prefix with V(!) to negate.
         type: str
@@ -188,12 +202,12 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Only root may use the stunnel tunnel on localhost:992 (IPv4 and IPv6)
+- name: Only root may use the stunnel listener on port 992, at every local address (IPv4 and IPv6)
   paranoid.netconfine.owner_rule:
     name: stunnel-992
     rules:
       - protocol: tcp
-        destination: localhost
+        destination_type: local     # 127.0.0.0/8, ::1 and every address of the host, also added later
         destination_port: "992"
         uid_owner: "!root"
         jump: REJECT
@@ -203,7 +217,7 @@ EXAMPLES = r"""
     name: rsync-273
     rules:
       - protocol: tcp
-        destination: localhost
+        destination_type: local
         destination_port: "273"
         gid_owner: "!wheel"
         suppl_groups: true
@@ -221,7 +235,7 @@ EXAMPLES = r"""
         uid_owner: root
         jump: ACCEPT
       - protocol: tcp
-        destination: localhost
+        destination_type: local
         destination_port: "992"
         uid_owner: root
         jump: ACCEPT
@@ -249,7 +263,7 @@ EXAMPLES = r"""
     name: stunnel-992
     state: rendered
     rules:
-      - {protocol: tcp, destination: localhost, destination_port: "992", uid_owner: "!root", jump: REJECT}
+      - {protocol: tcp, destination_type: local, destination_port: "992", uid_owner: "!root", jump: REJECT}
 
 - name: Remove everything the task owned
   paranoid.netconfine.owner_rule:
@@ -331,6 +345,7 @@ RULE_OPTIONS = dict(
     protocol=dict(type="str"),
     source=dict(type="list", elements="str"),
     destination=dict(type="list", elements="str"),
+    destination_type=dict(type="str"),
     source_port=dict(type="str"),
     destination_port=dict(type="str"),
     out_interface=dict(type="str"),

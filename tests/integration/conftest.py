@@ -62,8 +62,10 @@ def make_user(cleanup):
 
 @pytest.fixture
 def listener(cleanup):
-    """listener(ns, port): accept TCP on 127.0.0.1:port and [::1]:port inside ns until the test ends."""
-    return lambda ns, port: cleanup.enter_context(nchelpers.tcp_listener(ns, port))
+    """listener(ns, port, addresses=LOOPBACKS): accept TCP on each address (default 127.0.0.1 and ::1), port,
+    inside ns until the test ends; nchelpers.ALL_ADDRESSES listens on 0.0.0.0 and [::]."""
+    return lambda ns, port, addresses=nchelpers.LOOPBACKS: cleanup.enter_context(
+        nchelpers.tcp_listener(ns, port, addresses))
 
 
 # --------------------------------------------------------------------------- counts of the reliability suite

@@ -255,9 +255,12 @@ _LISTENER = textwrap.dedent("""
     import select, socket, sys
     port = int(sys.argv[1])
     socks = []
-    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    for addr in sys.argv[2:]:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((addr, port))
         s.listen(64)
         socks.append(s)
@@ -289,10 +292,15 @@ def daemon(ns: str, *argv: str, ready: str | None = None, interactive: bool = Fa
             proc.stdin.close()
 
 
+LOOPBACKS = ("127.0.0.1", "::1")
+ALL_ADDRESSES = ("0.0.0.0", "::")  # what stunnel -c -d PORT binds: every address of both families
+
+
 @contextlib.contextmanager
-def tcp_listener(ns: str, port: int) -> Iterator[int]:
-    """Accept (and close) TCP connections on 127.0.0.1:PORT and [::1]:PORT inside ``ns``; killed on exit."""
-    with daemon(ns, SYSTEM_PYTHON, "-c", _LISTENER, str(port), ready="ready"):
+def tcp_listener(ns: str, port: int, addresses: tuple[str, ...] = LOOPBACKS) -> Iterator[int]:
+    """Accept (and close) TCP connections on each of ``addresses`` (default 127.0.0.1 and ::1), PORT, inside
+    ``ns``; killed on exit. ``ALL_ADDRESSES`` listens on 0.0.0.0 and [::] (IPv6 socket v6-only)."""
+    with daemon(ns, SYSTEM_PYTHON, "-c", _LISTENER, str(port), *addresses, ready="ready"):
         yield port
 
 

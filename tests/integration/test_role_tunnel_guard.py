@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nchelpers import SYSTEM_PYTHON, ansible_playbook, daemon, iptables_save, run, try_connect
+from nchelpers import ALL_ADDRESSES, SYSTEM_PYTHON, ansible_playbook, daemon, iptables_save, run, try_connect
 
 ROLE_PLAY = """
 - name: Guard the tunnels
@@ -304,29 +304,30 @@ def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunn
     if backend == "iptables":
         gid = grp.getgrnam(wheel).gr_gid
         uid = pwd.getpwnam(alice).pw_uid
-        for family, lo in ((4, "127.0.0.1/32"), (6, "::1/128")):
+        local = "-m addrtype --dst-type LOCAL"   # no address given: every local destination is guarded
+        for family in (4, 6):
             assert rules[f"policy{family}"] == "ACCEPT"
             assert rules[family] == [
                 f'-A {chain} -m comment --comment "netconfine:policy"',  # the role manages OUTPUT's policy
-                f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner 0 '
+                f'-A {chain} -p tcp -m tcp --dport 992 {local} -m owner --uid-owner 0 '
                 f'-m comment --comment "{expected_comments[0]}" -j ACCEPT',
-                f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 -m owner --uid-owner {uid} '
+                f'-A {chain} -p tcp -m tcp --dport 992 {local} -m owner --uid-owner {uid} '
                 f'-m comment --comment "{expected_comments[1]}" -j ACCEPT',
-                f'-A {chain} -d {lo} -p tcp -m tcp --dport 992 '
+                f'-A {chain} -p tcp -m tcp --dport 992 {local} '
                 f'-m comment --comment "{expected_comments[2]}" -j REJECT --reject-with tcp-reset',
-                f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 -m owner --gid-owner {gid} --suppl-groups '
+                f'-A {chain} -p tcp -m tcp --dport 273 {local} -m owner --gid-owner {gid} --suppl-groups '
                 f'-m comment --comment "{expected_comments[3]}" -j ACCEPT',
-                f'-A {chain} -d {lo} -p tcp -m tcp --dport 273 '
+                f'-A {chain} -p tcp -m tcp --dport 273 {local} '
                 f'-m comment --comment "{expected_comments[4]}" -j REJECT --reject-with tcp-reset',
             ]
     else:
         assert rules["policy"] == "ACCEPT"
         # the role manages OUTPUT's policy: the policy marker comes first, as on iptables
         assert comments(rules["nft"]) == ["netconfine:policy"] + expected_comments, rules["nft"]
+        # one inet rule per listener rule: the fib lookup covers both families
         assert [line for line in rules["nft"] if "everyone else" in line] == [
-            f'{match} tcp dport {port} reject with tcp reset comment "tunnel_guard {name}: everyone else"'
-            for port, name in ((992, "telnet-over-stunnel"), (273, "rsync-attic"))
-            for match in ("ip daddr 127.0.0.1", "ip6 daddr ::1")], rules["nft"]
+            f'tcp dport {port} fib daddr type local reject with tcp reset comment "tunnel_guard {name}: everyone else"'
+            for port, name in ((992, "telnet-over-stunnel"), (273, "rsync-attic"))], rules["nft"]
 
     # Behaviour, end to end through stunnel and strudel, on both loopbacks.
     for host in ("127.0.0.1", "::1"):
@@ -471,3 +472,49 @@ def test_unknown_user_fails_naming_the_rule_and_changes_nothing(netns_host):
     assert res.failed and res.result["field"] == "rules[2].uid_owner", res.result
     assert "nct_no_such_user" in res.msg
     assert nothing_owned(netns_host)
+
+
+@BACKENDS
+def test_a_listener_on_all_addresses_is_guarded_at_every_local_destination(netns_host, make_user, listener,
+                                                                           backend):
+    """Issue 16.1: ``stunnel -c -d 992`` listens on 0.0.0.0 and [::]; a local user must not reach it through
+    127.0.0.2, the host's own addresses (global and link-local IPv6) or an address added after the converge."""
+    ns = netns_host
+    pleb = make_user()
+    run("ip", "-n", ns, "link", "add", "nct-v0", "type", "veth", "peer", "name", "nct-v1")
+    for addr in ("192.0.2.1/24", "fd00:16::1/64", "fe80::16/64"):
+        run("ip", "-n", ns, "addr", "add", addr, "dev", "nct-v0", *(["nodad"] if ":" in addr else []))
+    for dev in ("nct-v0", "nct-v1"):
+        run("ip", "-n", ns, "link", "set", dev, "up")
+    listener(ns, 992, ALL_ADDRESSES)
+    destinations = ["127.0.0.1", "127.0.0.2", "192.0.2.1", "::1", "fd00:16::1", "fe80::16%nct-v0"]
+    assert all(try_connect(ns, pleb, host, 992) == "connected" for host in destinations)  # the hole, before
+
+    tunnels = [{"name": "telnet-over-stunnel", "port": 992, "allow_users": ["root"]}]  # the issue's play
+    assert converge(ns, tunnels, check=True, tunnel_guard_backend=backend)[1].changed
+    assert nothing_owned(ns)
+    assert converge(ns, tunnels, tunnel_guard_backend=backend)[1].changed
+    assert not converge(ns, tunnels, check=True, tunnel_guard_backend=backend)[1].changed
+    assert not converge(ns, tunnels, tunnel_guard_backend=backend)[1].changed
+
+    # addresses the host gets after the converge are local too: the kernel decides per packet
+    run("ip", "-n", ns, "addr", "add", "198.51.100.16/32", "dev", "nct-v0")
+    run("ip", "-n", ns, "addr", "add", "fd00:16:2::16/128", "dev", "nct-v0", "nodad")
+    destinations += ["198.51.100.16", "fd00:16:2::16"]
+    outcomes = {host: (try_connect(ns, pleb, host, 992), try_connect(ns, "root", host, 992)) for host in destinations}
+    assert outcomes == {host: ("refused", "connected") for host in destinations}, outcomes
+
+    rules = kernel_rules(ns, backend)
+    if backend == "iptables":
+        assert all("-m addrtype --dst-type LOCAL" in line and " -d " not in line
+                   for family in (4, 6) for line in rules[family][1:]), rules
+    else:
+        assert all("fib daddr type local" in line and "daddr " not in line.replace("fib daddr", "")
+                   for line in rules["nft"][1:]), rules
+
+    # address narrows on purpose: a listener the operator says is bound to localhost is guarded there only
+    narrowed = [dict(tunnels[0], address="localhost")]
+    assert converge(ns, narrowed, tunnel_guard_backend=backend)[1].changed
+    assert try_connect(ns, pleb, "127.0.0.1", 992) == "refused"
+    assert try_connect(ns, pleb, "::1", 992) == "refused"
+    assert try_connect(ns, pleb, "127.0.0.2", 992) == "connected"

@@ -74,6 +74,10 @@ GOLDEN = [
     (R(4, DROP, model.Owner(socket_exists=True)), "-A C -m owner --socket-exists -j DROP"),
     (R(4, DROP, model.Owner(uid=(1, 5), socket_exists=False)),
      "-A C -m owner ! --socket-exists --uid-owner 1-5 -j DROP"),
+    # destination type (addrtype): every local address, in the order iptables-save keeps
+    (R(4, ACCEPT, model.Ports("tcp", dport=(992, 992)), model.DestinationType(), protocol="tcp"),
+     "-A C -p tcp -m tcp --dport 992 -m addrtype --dst-type LOCAL -j ACCEPT"),
+    (R(6, DROP, model.DestinationType(negate=True)), "-A C -m addrtype ! --dst-type LOCAL -j DROP"),
     # cgroup, conntrack, limit, comment
     (R(4, ACCEPT, model.Cgroup("/system.slice/stunnel4.service")),
      '-A C -m cgroup --path "/system.slice/stunnel4.service" -j ACCEPT'),

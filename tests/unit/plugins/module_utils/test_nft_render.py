@@ -69,6 +69,11 @@ GOLDEN = [
     ([R(6, ACCEPT, model.Icmp(6, "1/4"), protocol="ipv6-icmp")],
      ["icmpv6 type destination-unreachable icmpv6 code port-unreachable accept"]),
     ([R(6, ACCEPT, protocol="ipv6-icmp")], ["meta l4proto ipv6-icmp accept"]),
+    # destination type: one fib lookup covers both families (no meta nfproto)
+    (both(DROP, TCP992, model.DestinationType(), protocol="tcp"), ["tcp dport 992 fib daddr type local drop"]),
+    ([R(6, DROP, model.DestinationType(negate=True))], ["meta nfproto ipv6 fib daddr type != local drop"]),
+    (both(model.Reject("tcp-reset"), TCP992, model.DestinationType(), protocol="tcp"),
+     ["tcp dport 992 fib daddr type local reject with tcp reset"]),
     # owner
     (both(ACCEPT, model.Owner(uid=(0, 0))), ["meta skuid 0 accept"]),
     (both(ACCEPT, model.Owner(uid=(1000, 1999))), ["meta skuid 1000-1999 accept"]),

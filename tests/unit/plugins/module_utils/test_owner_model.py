@@ -55,6 +55,17 @@ def test_seed_000_stunnel_rule_covers_both_loopbacks():
         "--reject-with icmp6-port-unreachable"]
 
 
+def test_destination_type_local_guards_every_local_address_of_both_families():
+    rule = dict(STUNNEL, destination=None, destination_type="local")
+    policy = owner_model.build_policy(params([rule]))
+    for family, reject in ((4, "icmp-port-unreachable"), (6, "icmp6-port-unreachable")):
+        assert lines(policy, family) == [
+            "-A C -p tcp -m tcp --dport 992 -m addrtype --dst-type LOCAL -m owner ! --uid-owner 0 -j REJECT "
+            "--reject-with %s" % reject]
+    policy = owner_model.build_policy(params([{"destination_type": "!LOCAL", "jump": "DROP"}]))
+    assert lines(policy, 4) == ["-A C -m addrtype ! --dst-type LOCAL -j DROP"]
+
+
 def test_ip_version_ipv4_leaves_ipv6_empty():
     policy = owner_model.build_policy(params([STUNNEL], ip_version="ipv4"))
     assert policy.families == (4,)
@@ -232,6 +243,8 @@ BAD = [
     ([{"cgroup": "system.slice", "jump": "DROP"}], {}, "rules[0].cgroup", "absolute"),
     ([{"cgroup": "/a/../b", "jump": "DROP"}], {}, "rules[0].cgroup", "absolute"),
     ([{"cgroup": '/a"b', "jump": "DROP"}], {}, "rules[0].cgroup", "not allowed"),
+    ([{"destination_type": "unicast", "jump": "DROP"}], {}, "rules[0].destination_type", "'local'"),
+    ([{"destination_type": "", "jump": "DROP"}], {}, "rules[0].destination_type", "'local'"),
 ]
 
 
