@@ -166,13 +166,15 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=()):
 def _moved_by_others(u, tables, after):
     """Whether the read-back differs only because another tool changed the order after our commit.
 
-    Docker, kube-proxy and firewalld insert their rules at the top of built-in chains at any time: one
-    that lands between our apply and our read-back puts our "first" jump second. That run did converge
-    (the next run reports the drift and moves the jump back); failing it would roll back a good change.
-    Backends without the check compare strictly.
+    Docker, kube-proxy and firewalld (re-)insert their rules at the top of built-in chains at any time:
+    one that lands between our apply and our read-back puts our "first" jump second. That run did
+    converge (the next run reports the drift and moves the jump back); failing it would roll back a
+    good change. What the task owns outright is still compared strictly (the backend decides, from the
+    pre-apply read, the read-back and the script it committed). Backends without the check compare
+    strictly.
     """
     check = getattr(u.backend, "moved_by_others", None)
-    return bool(check and check(u.tables, tables, after, u.desired))
+    return bool(check and check(u.unit, u.tables, tables, after, u.desired, u.script))
 
 
 def _roll_back(applied):

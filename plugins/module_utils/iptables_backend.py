@@ -14,16 +14,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Tuple
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import CHAIN_PREFIX
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import (
     policy_marker, render_chain, render_jump)
 
 BUILTIN_CHAINS = frozenset(("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"))
 _TAGGED = re.compile(r'^-A \S+ -m comment --comment "?netconfine:')
+NFT_FAMILY = {4: "ip", 6: "ip6"}     # the nf_tables family iptables-nft keeps each IP family's tables in
 _TAG_OF = re.compile(r'--comment "?netconfine:([^" ]+)"? ')
 
 
@@ -99,16 +102,46 @@ def _placement(rules, line, position):
     return "at %d of %d, not %s" % (idx + 1, len(rules), position)
 
 
+def predict_chain(rules, script, table, chain):
+    """The rules of ``chain`` in ``table`` after ``script`` (our restore input) if nobody else wrote to it.
+
+    ``rules`` as read before applying. Our scripts touch a chain we do not own only with ``-D`` of a
+    whole rule, ``-I CHAIN N`` and ``-A``; the result is in iptables-save form (``-A CHAIN ...``).
+    """
+    out, current = list(rules), None
+    for line in script.splitlines():
+        if line.startswith("*"):
+            current = line[1:]
+            continue
+        if current != table:
+            continue
+        words = line.split(" ", 3)
+        if len(words) < 3 or words[1] != chain:
+            continue
+        if words[0] == "-D":
+            rule = "-A" + line[2:]
+            if rule in out:
+                out.remove(rule)
+        elif words[0] == "-I" and words[2].isdigit():
+            out.insert(int(words[2]) - 1, "-A %s %s" % (chain, words[3]))
+        elif words[0] == "-A":
+            out.append(line)
+    return tuple(out)
+
+
 class IptablesBackend:
     """Reader and script writer for iptables (nf_tables or legacy variant)."""
 
     name = "iptables"
 
-    def __init__(self, run, bins, wait=10):
-        """``run(argv, data=None) -> (rc, out, err)``; ``bins[family]`` = (save, restore) paths or None."""
+    def __init__(self, run, bins, wait=10, nft=None):
+        """``run(argv, data=None) -> (rc, out, err)``; ``bins[family]`` = (save, restore) paths or None;
+        ``nft``: the nft binary's path or None (used only to ask iptables-nft's kernel tables more than
+        iptables-save prints)."""
         self.run = run
         self.bins = bins
         self.wait = wait
+        self.nft = nft
 
     # ---------------------------------------------------------- the seam
 
@@ -240,28 +273,65 @@ class IptablesBackend:
                 "%s rejected the change (rc=%d): %s" % (restore, rc, (err or out).strip()), "backend",
                 command=" ".join(argv), stdin=script, stderr=err)
 
-    def moved_by_others(self, read, now, after, desired):
-        """Whether ``after`` (owned state in ``now``) differs from ``desired`` only in where jumps sit, and
-        only because of rules that were not in ``read`` (what this run read before applying): another
-        tool inserted them concurrently. A jump that is missing, doubled, or misplaced relative to rules
-        that were already there is not excused."""
+    def moved_by_others(self, family, read, now, after, desired, script):
+        """Whether the read-back ``after`` (owned state in ``now``) differs from ``desired`` only in where
+        our jumps sit in built-in chains that another tool changed after our commit.
+
+        What the task owns outright is compared strictly: its chains' content, the managed policies and
+        its jumps (each exactly once, no other). A jump's position alone is excused only in a chain that
+        changed under us. ``script`` commits atomically and places every jump where declared, so a chain
+        nobody else wrote to reads back exactly as :func:`predict_chain` computes from ``read`` (the
+        pre-apply read) and ``script``, foreign rules included, in order; one that does but misplaces a
+        jump means our script is wrong: not excused. Text alone cannot tell a restore that misplaced the
+        jump from another tool that deleted and re-inserted a rule with the same text (kube-proxy's
+        re-sync): where the kernel numbers rules (iptables-nft, with nft installed) a foreign rule on the
+        wrong side that is older than our jump proves the former (:meth:`_older_on_wrong_side`).
+        """
         for table in set(after) | set(desired):
             got, want = after.get(table, Owned(table)), desired.get(table, Owned(table))
-            if got.chains != want.chains or got.policies != want.policies or len(got.jumps) != len(want.jumps):
+            if got.chains != want.chains or got.policies != want.policies:
                 return False
-            for (chain, line, placement), (want_chain, want_line, position) in zip(got.jumps, want.jumps):
-                if (chain, line) != (want_chain, want_line) or not (placement == position or
-                                                                    placement.startswith("at ")):
-                    return False
+            if sorted(j[:2] for j in got.jumps) != sorted(j[:2] for j in want.jumps):
+                return False
+            positions = dict((j[:2], j[2]) for j in want.jumps)
+            for chain, line, placement in got.jumps:
+                position = positions[(chain, line)]
                 if placement == position:
                     continue
-                rules = now[table].chain_rules(chain)
-                index = rules.index(line)
-                wrong_side = rules[:index] if position == "first" else rules[index + 1:]
-                old = set(read[table].chain_rules(chain)) if table in read else set()
-                if any(rule in old for rule in wrong_side if not _TAGGED.match(rule)):
+                if not placement.startswith("at "):
+                    return False        # doubled or gone: never excused
+                before = read[table].chain_rules(chain) if table in read else ()
+                if now[table].chain_rules(chain) == predict_chain(before, script, table, chain):
+                    return False        # nobody else wrote to the chain: our own placement is wrong
+                if self._older_on_wrong_side(family, table, chain, line.rsplit(" -j ", 1)[1], position):
                     return False
         return True
+
+    def _older_on_wrong_side(self, family, table, chain, target, position):
+        """Whether a foreign rule that is older than our jump to ``target`` sits on its wrong side.
+
+        nf_tables gives every rule a handle that grows with each rule added to a table, and a rule never
+        moves: only a rule added after our jump can sit above a "first" jump our commit put on top. Asked
+        only with iptables-nft and nft installed; False where the kernel cannot tell (legacy xtables).
+        """
+        if not self.nft:
+            return False
+        rc, out, _err = self.run([self.nft, "-a", "-j", "list", "chain", NFT_FAMILY[family], table, chain])
+        if rc != 0:
+            return False
+        try:
+            rules = [item["rule"] for item in json.loads(out)["nftables"] if "rule" in item]
+        except (ValueError, KeyError, TypeError):
+            return False
+        jumps = [[e["jump"]["target"] for e in r.get("expr", ()) if isinstance(e, dict) and "jump" in e]
+                 for r in rules]
+        ours = [i for i, targets in enumerate(jumps) if target in targets]
+        if len(ours) != 1:
+            return False
+        index = ours[0]
+        wrong = range(index) if position == "first" else range(index + 1, len(rules))
+        return any(rules[i]["handle"] < rules[index]["handle"] for i in wrong
+                   if not any(t.startswith(CHAIN_PREFIX) for t in jumps[i]))
 
     def snapshot_jumps(self, tables, current):
         """(table, chain, line) -> index of every owned jump, for rollback."""

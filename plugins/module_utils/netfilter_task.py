@@ -49,7 +49,7 @@ def iptables_backend(module, run):
         save = module.get_bin_path(prefix + "-save")
         restore = module.get_bin_path(prefix + "-restore")
         bins[family] = (save, restore) if save and restore else None
-    return IptablesBackend(run, bins, wait=module.params["xtables_wait"])
+    return IptablesBackend(run, bins, wait=module.params["xtables_wait"], nft=module.get_bin_path("nft"))
 
 
 def nftables_backend(module, run):

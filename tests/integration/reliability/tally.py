@@ -19,6 +19,7 @@ LABELS = (
     ("foreign chains intact", "foreign_checked", "foreign_intact"),
     ("flushes repaired", "flushes_tried", "flushes_repaired"),
     ("concurrency trials passed", "concurrency_trials", "concurrency_passed"),
+    ("runs beside a re-syncing tool converged", "resync_runs", "resync_converged"),
     ("replacements under flood", "replacements", None),
     ("packets leaked", "packets_leaked", None),
     ("idempotence matrices passed", "matrices_tried", "matrices_passed"),

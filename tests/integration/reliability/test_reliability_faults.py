@@ -140,6 +140,9 @@ FAULTS = [
     Fault("kernel-drops-the-jump-tag", IPT,
           lambda c: [Wrap("iptables-restore", filter_input('/^-[IA] /s/-m comment --comment "netconfine:[^"]*" //'))],
           r"did not converge", target={"position": "first"}),
+    Fault("restore-appends-a-jump-meant-first", IPT,          # text alone cannot tell this from a re-sync: the
+          lambda c: [Wrap("iptables-restore", filter_input(r"s/^-I \([A-Z]*\) 1 /-A \1 /"))],   # handles can
+          r"did not converge", target={"position": "first"}, rolled_back=("iptables 4", "iptables 6")),
     Fault("kernel-drops-a-rule", IPT, lambda c: [Wrap("ip6tables-restore", filter_input("/--log-prefix/d"))],
           r"did not converge"),
     Fault("kernel-changes-a-verdict", IPT,
