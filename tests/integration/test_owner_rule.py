@@ -198,7 +198,7 @@ def test_seed000_drop_policy_allowed_owner_passes_replies_flow_others_not(netns_
     assert gone.changed
     state = saved(ns)
     for family in (4, 6):
-        assert ":OUTPUT ACCEPT" in state[family]
+        assert ":OUTPUT DROP" not in state[family]      # released (or the table we made is gone with it)
         assert ours(state[family]) == []
     for host in BOTH:
         assert try_connect(ns, bob, host, 993) == "connected", host
@@ -426,7 +426,7 @@ def test_a_policy_the_task_set_is_released_by_absent_and_by_dropping_policy(netn
     # the module's own "remove" example: name and state only, no policy
     assert owner_rule(ns, {"name": "drop-all", "state": "absent"}).changed
     for family in (4, 6):
-        assert ":OUTPUT ACCEPT" in saved(ns)[family]
+        assert ":OUTPUT DROP" not in saved(ns)[family]   # released, and the table our run made is gone
     assert try_connect(ns, bob, "127.0.0.1", 993) == "connected"
 
     owner_rule(ns, args)
