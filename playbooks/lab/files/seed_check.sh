@@ -1,0 +1,26 @@
+#!/bin/sh
+# The seeds' own commands on crueller; prints one word, the outcome (never fails).
+#   seed_check.sh rsync USER -4|-6    rsync --port=273 localhost::attic/stuff.txt as USER: got-stuff.txt | refused | ...
+#   seed_check.sh sg USER GROUP HOST  sg GROUP -c 'ping HOST' as USER: network | no-network
+#   seed_check.sh logged HOST         does root's ping to HOST raise the root-egress: LOG counter: logged | not-logged
+case "$1" in
+  rsync)
+    d=$(mktemp -d); chmod 777 "$d"
+    runuser -u "$2" -- rsync "$3" --port=273 --timeout=10 localhost::attic/stuff.txt "$d/" >"$d/log" 2>&1
+    if grep -q "sensitive stuff" "$d/stuff.txt" 2>/dev/null; then echo got-stuff.txt
+    elif grep -q "Connection refused" "$d/log"; then echo refused
+    else tr '\n' ' ' <"$d/log"; echo; fi
+    rm -rf "$d" ;;
+  sg)
+    if runuser -u "$2" -- sg "$3" -c "ping -n -c1 -W2 $4" >/dev/null 2>&1; then echo network; else echo no-network; fi ;;
+  logged)
+    count() {
+      { nft list table inet netconfine 2>/dev/null; iptables-save -c 2>/dev/null; ip6tables-save -c 2>/dev/null; } |
+        grep 'root-egress' | sed -n 's/.*counter packets \([0-9]*\).*/\1/p; s/^\[\([0-9]*\):.*/\1/p' |
+        awk '{s += $1} END {print s + 0}'
+    }
+    a=$(count); ping -n -c1 -W2 "$2" >/dev/null 2>&1; b=$(count)
+    if [ "$b" -gt "$a" ]; then echo logged; else echo "not-logged ($a -> $b)"; fi ;;
+  *) echo "usage: $0 rsync|sg|logged ..."; exit 2 ;;
+esac
+exit 0
