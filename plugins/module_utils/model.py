@@ -140,6 +140,18 @@ class ConnSecmark:
     mode: str            # "restore" or "save"
 
 
+@dataclass(frozen=True)
+class Dnat:
+    """Destination NAT (table nat, PREROUTING/OUTPUT) to ``address`` (an ipaddress address) and ``port``."""
+    address: object
+    port: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Masquerade:
+    """Source NAT to the outgoing interface's address (table nat, POSTROUTING)."""
+
+
 # ---------------------------------------------------------------- non-netfilter resources
 
 @dataclass(frozen=True)
@@ -174,6 +186,27 @@ class SelinuxModule:
     cil: str
     line_fields: Tuple[Tuple[int, str], ...] = ()
     types: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Netns:
+    """A named network namespace and the links a task owns for it (``netns_links.NetnsLinks``).
+
+    ``name`` is the exact name under ``/run/netns``. With ``host_link`` set, one veth pair joins
+    this namespace (``host_link``, addresses ``host_addresses``) and ``name`` (``peer_link``,
+    addresses ``peer_addresses``, default routes via ``gateways``); without it the namespace has
+    loopback only. Addresses are interface networks as ``ip`` prints them (``192.0.2.1/30``).
+    ``dns`` are the ``nameserver`` lines of ``/etc/netns/<name>/resolv.conf`` (no file if empty).
+    ``field`` names the option that declared it in errors.
+    """
+    name: str
+    host_link: Optional[str] = None
+    peer_link: Optional[str] = None
+    host_addresses: Tuple[str, ...] = ()
+    peer_addresses: Tuple[str, ...] = ()
+    gateways: Tuple[str, ...] = ()
+    dns: Tuple[str, ...] = ()
+    field: str = "name"
 
 
 # ---------------------------------------------------------------- structure

@@ -39,7 +39,7 @@ import json
 import socket
 from collections import namedtuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 TABLE_FAMILY = "inet"
@@ -302,7 +302,7 @@ def _target(target, family, c):
     elif isinstance(target, model.Jump):
         c.statement = [{"jump": {"target": target.chain}}]
         c.terminal = False
-    else:
+    elif not nat_render.nft_target(target, family, c):
         raise TypeError("no nftables form for target %r" % (target,))
 
 
@@ -774,6 +774,9 @@ def _fmt_verdict(value):
 
 
 def format_expr(expr):
+    nat = nat_render.nft_format(expr)
+    if nat is not None:
+        return nat
     (kind, body), = expr.items()
     if kind == "match":
         left = body["left"]

@@ -39,6 +39,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # readable by unprivileged users, unlike a P
 NETNS_DIR = Path("/run/netns")
 SESSION_DIR = Path("/run/nct-sessions")
 NAME_RE = re.compile(r"^nct[-_]([0-9a-f]{4})[-_][0-9a-f]{4}$")
+# namespaces that must be short (netns_service: at most 12 characters): ``nc`` + session + 4 hex
+SHORT_NAME_RE = re.compile(r"^nc([0-9a-f]{4})[0-9a-f]{4}$")
+ETC_NETNS = Path("/etc/netns")
 
 _session: tuple[str, object] | None = None  # (id, open lock file) for this process
 
@@ -66,6 +69,11 @@ def session_id() -> str:
     return _session[0]
 
 
+def new_short_name() -> str:
+    """A fresh short namespace name ``ncSSSSRRRR`` (10 characters), swept like ``nct-`` names."""
+    return "nc" + session_id() + secrets.token_hex(2)
+
+
 def new_name(sep: str = "-") -> str:
     """A fresh test object name: ``nct-SSSS-RRRR`` (sep='-') or ``nct_SSSS_RRRR`` (sep='_')."""
     return sep.join(("nct", session_id(), secrets.token_hex(2)))
@@ -88,7 +96,7 @@ def _session_alive(sid: str) -> bool:
 def sweep(own: bool = False) -> list[str]:
     """Remove ``nct`` objects of dead sessions (and of this one if ``own``). Returns what was removed."""
     def doomed(name: str) -> bool:
-        m = NAME_RE.match(name)
+        m = NAME_RE.match(name) or SHORT_NAME_RE.match(name)
         if not m:
             return False
         mine = _session is not None and m.group(1) == _session[0]
@@ -104,6 +112,10 @@ def sweep(own: bool = False) -> list[str]:
         if doomed(ns):      # its namespace may be gone already (a killed run)
             shutil.rmtree(persisted / ns, ignore_errors=True)
             removed.append(f"persisted state of netns {ns}")
+    for ns in sorted(os.listdir(ETC_NETNS)) if ETC_NETNS.is_dir() else []:
+        if doomed(ns):
+            subprocess.run(["rm", "-rf", "--", str(ETC_NETNS / ns)], check=False)
+            removed.append(f"{ETC_NETNS / ns}")
     for user in sorted(u.pw_name for u in pwd.getpwall()):
         if doomed(user):
             _delete_user(user)

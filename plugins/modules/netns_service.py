@@ -1,0 +1,224 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: netns_service
+short_description: A named network namespace for a daemon, reachable only through NAT and declared port forwards
+version_added: 0.2.0
+description:
+  - Gives a daemon its own network stack, as C(ip netns add), a veth pair, C(iptables -t nat ... -j MASQUERADE) and
+    C(-j DNAT) would by hand, but idempotently and with C(state=absent) removing everything again.
+  - B(Namespace and links.) The namespace O(name) exists (exact name under C(/run/netns)) with loopback up. With
+    O(subnet) there is one veth pair, C(vh-NAME) on the host and C(vn-NAME) in the namespace, the host side
+    addressed C(.1) and the namespace side C(.2) of O(subnet) (or O(host_address) / O(namespace_address)), and a
+    default route in the namespace via the host side. O(subnet6) adds C(::1)/C(::2) of an IPv6 /64. O(dns)
+    writes C(/etc/netns/NAME/resolv.conf), which C(ip netns exec) shows the daemon as C(/etc/resolv.conf).
+    The state is read with C(ip -j) and only what differs is changed.
+  - B(Host side, through the same engine as M(paranoid.netconfine.owner_rule).) IPv4 (and with O(subnet6) IPv6)
+    forwarding is switched on; it is reported as a change only when it was off, and never switched off again.
+    Owned chains hook C(FORWARD) (replies and the declared forwards in, the namespace's own address out, every other
+    packet to or from the veth dropped), C(nat PREROUTING) and C(nat OUTPUT) (one DNAT per O(port_forwards) item,
+    so remote clients and local clients of the host reach the daemon) and C(nat POSTROUTING) (MASQUERADE of the
+    namespace's address). On the nftables backend these are base chains of type C(nat) at the C(dstnat)/C(srcnat)
+    priorities in the collection's table C(inet netconfine), changed in one transaction.
+  - B(Bad input changes nothing.) Names with C(/), C(..), spaces or over 12 characters, a subnet that overlaps a
+    route of this host (another namespace's veth, the uplink), ports out of range, a host port forwarded twice:
+    an error naming the field.
+  - The name under C(/run/netns) is a bind mount in the mount namespace the module runs in. The module refuses to
+    create it from a slave mount namespace (as C(ip netns exec) gives), where it would vanish when the task ends.
+author:
+  - paranoid.netconfine developers (@paranoid-netconfine)
+extends_documentation_fragment:
+  - paranoid.netconfine.netfilter
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Check mode reads the host and predicts the real run exactly; it changes nothing.
+  diff_mode:
+    support: full
+    details: Links, addresses, routes, forwarding and the owned rules before and after, per unit.
+  platform:
+    support: full
+    platforms: posix
+notes:
+  - O(name) here is also the namespace's name. It must be 1-12 characters of V(a-z), V(0-9), V(_) and V(-),
+    starting with a letter or digit, so that the veth names C(vh-NAME) and C(vn-NAME) fit 15 characters.
+    The owned chains are named after C(netns-NAME).
+  - O(ip_version) follows from the addresses given (O(subnet), O(subnet6)); leave it at V(both).
+  - Reaching the daemon from the host's own C(127.0.0.1) needs C(route_localnet) on the host side of the veth
+    (CVE-2020-8558 exposure). It is never set silently, see O(allow_localhost_forward).
+options:
+  subnet:
+    description:
+      - IPv4 network of the veth pair, a V(/30) or larger, host bits clear (V(192.0.2.0/30)).
+      - Omit it for a namespace with loopback only and no host-side rules.
+    type: str
+  host_address:
+    description: Address of the host side in O(subnet). Default the first address (C(.1)).
+    type: str
+  namespace_address:
+    description: Address of the namespace side in O(subnet). Default the second address (C(.2)).
+    type: str
+  subnet6:
+    description:
+      - Optional IPv6 V(/64) of the veth pair (for example in V(fd00::/8)); the host side gets C(::1), the namespace
+        C(::2). Needs O(subnet).
+    type: str
+  outbound_interface:
+    description:
+      - The host's uplink. The namespace's own connections are forwarded and masqueraded only out of it.
+        Default any interface but the namespace's veth.
+    type: str
+  dns:
+    description: Name servers of the namespace (C(/etc/netns/NAME/resolv.conf)). No file when empty.
+    type: list
+    elements: str
+    default: []
+  port_forwards:
+    description:
+      - Ports of this host forwarded to the daemon in the namespace (DNAT in C(nat PREROUTING) and C(nat OUTPUT)).
+      - Without O(port_forwards[].host_address), connections to any address of this host on O(port_forwards[].host_port)
+        are forwarded, except to loopback (see O(allow_localhost_forward)).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      protocol:
+        description: Transport protocol.
+        type: str
+        choices: [tcp, udp]
+        default: tcp
+      host_port:
+        description: Port on the host (1-65535).
+        type: int
+        required: true
+      port:
+        description: Port of the daemon in the namespace. Default O(port_forwards[].host_port).
+        type: int
+      from:
+        description: Only these sources (addresses, networks, hostnames) may use the forward. Default any.
+        type: list
+        elements: str
+      host_address:
+        description: Forward only connections to this one address of the host.
+        type: str
+  allow_localhost_forward:
+    description:
+      - Also forward connections of local clients to C(127.0.0.1):O(port_forwards[].host_port).
+      - This sets C(net.ipv4.conf.vh-NAME.route_localnet=1) and masquerades loopback sources out of the veth.
+        With C(route_localnet) the kernel routes C(127.0.0.0/8) on that link (CVE-2020-8558). IPv6 cannot forward
+        C(::1) at all.
+    type: bool
+    default: false
+seealso:
+  - module: paranoid.netconfine.owner_rule
+  - name: ip-netns(8)
+    description: Process network namespace management.
+    link: https://man7.org/linux/man-pages/man8/ip-netns.8.html
+"""
+
+EXAMPLES = r"""
+# The seed's daemon on TCP 10105 in its own namespace: outbound through NAT, inbound only through the forward.
+- name: Namespace web for the daemon on 10105
+  paranoid.netconfine.netns_service:
+    name: web
+    subnet: 192.0.2.0/30          # host side vh-web 192.0.2.1, namespace side vn-web 192.0.2.2
+    subnet6: fd00:19::/64
+    outbound_interface: eth0
+    dns: [192.0.2.53]
+    port_forwards:
+      - protocol: tcp
+        host_port: 10105
+
+# Then run the daemon there as www-data, e.g.: ip netns exec web runuser -u www-data -- /usr/sbin/my-net-daemon
+
+- name: Only the office network may use the forward, on one address of the host
+  paranoid.netconfine.netns_service:
+    name: web
+    subnet: 192.0.2.0/30
+    port_forwards:
+      - host_port: 10105
+        from: [198.51.100.0/24]
+        host_address: 203.0.113.10
+
+- name: Remove the namespace, its veth pair, resolv.conf and every host-side rule
+  paranoid.netconfine.netns_service:
+    name: web
+    state: absent
+"""
+
+RETURN = r"""
+changed:
+  description: Whether anything was (or, in check mode, would be) changed.
+  returned: always
+  type: bool
+backend:
+  description: The netfilter backend that converged the host-side rules.
+  returned: always
+  type: str
+  sample: iptables
+chains:
+  description: Names of the owned chains.
+  returned: always
+  type: list
+  elements: str
+rendered:
+  description:
+    - What the task owns after the run (or would own in check mode), as text, per unit. C(netns NAME) lists the
+      namespace's facts (links, addresses, routes, resolv.conf), C(sysctl kernel) the forwarding switches,
+      C(iptables 4) / C(nftables ruleset) the owned rules.
+  returned: always
+  type: dict
+  sample: {"netns web": "netns web\nweb: lo up\nvh-web: veth, peer vn-web in netns web\n..."}
+scripts:
+  description: The commands applied (or, in check mode, that would be applied), per unit that changes.
+  returned: always
+  type: dict
+  sample: {"netns web": "ip netns add web\nip -n web link set lo up\n..."}
+diff:
+  description: What the task owns before and after, per unit that changes.
+  returned: when diff mode is on
+  type: dict
+field:
+  description: On failure, the parameter at fault (for example C(port_forwards[1].host_port)).
+  returned: failure
+  type: str
+"""
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_links
+from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, sysctl_state
+from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import build_policy
+
+FORWARD_OPTIONS = {
+    "protocol": dict(type="str", default="tcp", choices=["tcp", "udp"]),
+    "host_port": dict(type="int", required=True),
+    "port": dict(type="int"),
+    "from": dict(type="list", elements="str"),
+    "host_address": dict(type="str"),
+}
+
+ARGUMENT_SPEC = dict(
+    subnet=dict(type="str"),
+    host_address=dict(type="str"),
+    namespace_address=dict(type="str"),
+    subnet6=dict(type="str"),
+    outbound_interface=dict(type="str"),
+    dns=dict(type="list", elements="str", default=[]),
+    port_forwards=dict(type="list", elements="dict", default=[], options=FORWARD_OPTIONS),
+    allow_localhost_forward=dict(type="bool", default=False),
+)
+
+
+def main():
+    run_module(ARGUMENT_SPEC, build_policy, states=(netns_links.make_state, sysctl_state))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""paranoid.netconfine.netns_service, for real: a machine, an outside client, a daemon in its own namespace.
+
+Topology (all namespaces of this machine; addresses from TEST-NET):
+
+    client ns  c0 198.51.100.2/24 ── m0 198.51.100.1/24  machine ns  vh-NAME 192.0.2.1/30 ── vn-NAME 192.0.2.2/30  NAME
+
+The "machine" is a namespace host whose tasks enter only its network namespace (``files/ip-nsenter-net`` as the
+connection's ``ip``): they keep the controller's mount namespace, as a task on a real machine keeps the host's,
+so the namespace NAME that the module binds under /run/netns outlives the task. The daemon is a real listener
+run by an unprivileged user inside NAME; the client is another namespace. Both backends, one set of tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+import nchelpers
+from nchelpers import SYSTEM_PYTHON, ansible_playbook, run, try_connect
+
+IP_NSENTER = Path(__file__).resolve().parent / "files" / "ip-nsenter-net"
+BACKENDS = ("iptables", "nftables")
+PORT = 10105
+OTHER_PORT = 10106
+UPLINK, CLIENT = "198.51.100.1", "198.51.100.2"
+INSIDE = "192.0.2.2"
+
+# Accepts TCP on every address, answers each connection with the peer's address, as the user it runs as.
+ECHO_PEER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    c.sendall(("peer=%s\\n" % peer[0]).encode()); c.close()
+"""
+# Connects, prints what the server said (or the error).
+ASK = """
+import socket, sys
+try:
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+    print(c.makefile().readline().strip())
+except OSError as e:
+    print("error %s" % e.__class__.__name__)
+"""
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def site(make_netns, cleanup):
+    """(machine ns, client ns, service namespace name): machine and client joined by a veth, the service ns
+    name fresh and removed (with its resolv.conf) after the test."""
+    machine, client = make_netns(), make_netns()
+    run("ip", "link", "add", "m0", "netns", machine, "type", "veth", "peer", "name", "c0", "netns", client)
+    run("ip", "-n", machine, "addr", "add", UPLINK + "/24", "dev", "m0")
+    run("ip", "-n", machine, "link", "set", "m0", "up")
+    run("ip", "-n", client, "addr", "add", CLIENT + "/24", "dev", "c0")
+    run("ip", "-n", client, "link", "set", "c0", "up")
+    name = nchelpers.new_short_name()
+
+    def remove():
+        nchelpers._delete_netns(name)
+        subprocess.run(["rm", "-rf", "--", "/etc/netns/" + name], check=False)
+    cleanup.callback(remove)
+    return machine, client, name
+
+
+def hosts(machine):
+    return {machine: {"ansible_netns_ip_executable": str(IP_NSENTER)}}
+
+
+def service(machine, args, check=False, diff=False, expect_failure=False):
+    play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "netns_service", "paranoid.netconfine.netns_service": args}]}], sort_keys=False)
+    result = ansible_playbook(play, hosts(machine), check=check, diff=diff)
+    task = result.task(machine, "netns_service")
+    assert task.failed is expect_failure, result.output
+    task.play = result
+    return task
+
+
+def seed_args(name, backend, **extra):
+    args = {"name": name, "backend": backend, "subnet": "192.0.2.0/30", "outbound_interface": "m0",
+            "dns": ["192.0.2.53"], "port_forwards": [{"protocol": "tcp", "host_port": PORT}]}
+    args.update(extra)
+    return args
+
+
+@contextlib.contextmanager
+def daemon_in(name, user, port):
+    """The seed's daemon: a listener in namespace ``name`` as ``user``."""
+    with nchelpers.daemon(name, "runuser", "-u", user, "--", SYSTEM_PYTHON, "-c", ECHO_PEER, str(port),
+                          ready="ready"):
+        yield
+
+
+def ask(ns, host, port, user=None):
+    drop = ["runuser", "-u", user, "--"] if user else []
+    return run(*drop, SYSTEM_PYTHON, "-c", ASK, host, str(port), ns=ns, check=False).stdout.strip()
+
+
+def host_rules(machine, backend):
+    """Everything netfilter holds in the machine (both families), counters dropped."""
+    if backend == "iptables":
+        return "\n".join(run(cmd, ns=machine).stdout for cmd in ("iptables-save", "ip6tables-save"))
+    return run("nft", "list", "ruleset", ns=machine).stdout
+
+
+def strip_volatile(text):
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#") and "[" not in line[:2])
+
+
+def links_of(machine, name):
+    return {"netns": name in run("ip", "netns", "list").stdout.split(),
+            "vh": run("ip", "-n", machine, "link", "show", "dev", "vh-" + name, check=False).returncode == 0,
+            "resolv": os.path.exists("/etc/netns/%s/resolv.conf" % name)}
+
+
+# --------------------------------------------------------------------------- the seed's scenario
+
+def test_seed004_daemon_reached_only_through_the_forward_idempotently(site, backend, make_user):
+    machine, client, name = site
+    user = make_user()
+    args = seed_args(name, backend)
+
+    predicted = service(machine, args, check=True, diff=True)
+    assert predicted.changed
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}, "check mode changed nothing"
+    assert "ip netns add %s" % name in predicted.result["scripts"]["netns %s" % name]
+    assert "vh-%s: address 192.0.2.1/30" % name in predicted.result["diff"]["after"]
+
+    applied = service(machine, args)
+    assert applied.changed
+    assert applied.result["rendered"] == predicted.result["rendered"]
+    assert not service(machine, args, check=True).changed
+    again = service(machine, args)
+    assert not again.changed, again.result.get("scripts")
+
+    # the namespace: exact links, addresses, routes, resolv.conf
+    inside = run("ip", "-n", name, "-j", "addr", "show", "dev", "vn-" + name).stdout
+    assert '"local":"192.0.2.2"' in inside
+    assert "default via 192.0.2.1 dev vn-%s" % name in run("ip", "-n", name, "route").stdout
+    assert "nameserver 192.0.2.53" in Path("/etc/netns/%s/resolv.conf" % name).read_text()
+    assert run("cat", "/proc/sys/net/ipv4/ip_forward", ns=machine).stdout.strip() == "1"
+
+    with daemon_in(name, user, PORT), daemon_in(name, user, OTHER_PORT):
+        # the outside client reaches the daemon through the forward; the daemon sees the client's address
+        assert ask(client, UPLINK, PORT) == "peer=%s" % CLIENT
+        # a port that is not forwarded is not reachable, nor is the namespace directly
+        assert ask(client, UPLINK, OTHER_PORT) == "error ConnectionRefusedError"
+        run("ip", "-n", client, "route", "add", "192.0.2.0/30", "via", UPLINK)
+        assert ask(client, INSIDE, OTHER_PORT) == "error TimeoutError"
+        assert ask(client, INSIDE, PORT) == "error TimeoutError"
+        # a local client of the machine reaches it on the machine's own address, not on loopback
+        assert ask(machine, UPLINK, PORT) == "peer=%s" % UPLINK
+        assert ask(machine, "127.0.0.1", PORT) == "error ConnectionRefusedError"
+
+    # outbound: the daemon's user reaches the client through NAT (the client sees the machine's address)
+    with daemon_in(client, user, 8080):
+        assert ask(name, CLIENT, 8080, user=user) == "peer=%s" % UPLINK
+
+
+def test_localhost_forward_only_when_allowed(site, backend, make_user):
+    machine, _client, name = site
+    user = make_user()
+    assert service(machine, seed_args(name, backend, allow_localhost_forward=True)).changed
+    route_localnet = "/proc/sys/net/ipv4/conf/vh-%s/route_localnet" % name
+    assert run("cat", route_localnet, ns=machine).stdout.strip() == "1"
+    with daemon_in(name, user, PORT):
+        assert ask(machine, "127.0.0.1", PORT) == "peer=192.0.2.1"
+    refused = service(machine, seed_args(name, backend, port_forwards=[
+        {"host_port": PORT, "host_address": "127.0.0.1"}]), expect_failure=True)
+    assert refused.result["field"] == "port_forwards[0].host_address"
+
+
+# --------------------------------------------------------------------------- drift, foreign rules, absent
+
+def test_drift_is_repaired_and_foreign_rules_survive(site, backend):
+    machine, _client, name = site
+    if backend == "iptables":
+        run("iptables", "-A", "FORWARD", "-s", "203.0.113.7", "-j", "DROP", ns=machine)
+        run("iptables", "-t", "nat", "-A", "PREROUTING", "-p", "udp", "--dport", "53", "-j", "REDIRECT", ns=machine)
+    else:
+        run("nft", "add table inet foreign; add chain inet foreign f { type filter hook forward priority 5; }; "
+            "add rule inet foreign f ip saddr 203.0.113.7 drop", ns=machine)
+    before = strip_volatile(host_rules(machine, backend))
+    args = seed_args(name, backend)
+    assert service(machine, args).changed
+
+    # a veth address removed by hand
+    run("ip", "-n", machine, "addr", "del", "192.0.2.1/30", "dev", "vh-" + name)
+    drift = service(machine, args, check=True, diff=True)
+    assert drift.changed and "ip addr add 192.0.2.1/30 dev vh-%s" % name in drift.result["scripts"]["netns " + name]
+    assert service(machine, args).changed
+    assert not service(machine, args).changed
+    assert "192.0.2.1/30" in run("ip", "-n", machine, "addr", "show", "dev", "vh-" + name).stdout
+
+    # a DNAT rule deleted by hand
+    if backend == "iptables":
+        nat = run("iptables-save", "-t", "nat", ns=machine).stdout
+        chain = re.search(r"^-A PREROUTING .*-j (NC-\S+)$", nat, re.M).group(1)
+        run("iptables", "-t", "nat", "-F", chain, ns=machine)
+    else:
+        base = run("nft", "list", "chain", "inet", "netconfine", "nat_prerouting", ns=machine).stdout
+        chain = re.search(r"jump (NC-\S+)", base).group(1)
+        run("nft", "flush", "chain", "inet", "netconfine", chain, ns=machine)
+    assert service(machine, args).changed
+    assert not service(machine, args).changed
+    assert "10105" in host_rules(machine, backend)
+
+    # absent leaves nothing of ours and everything foreign
+    gone = service(machine, dict(args, state="absent"))
+    assert gone.changed
+    assert not service(machine, dict(args, state="absent")).changed
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+    assert strip_volatile(host_rules(machine, backend)) == before
+
+
+# --------------------------------------------------------------------------- hostile input
+
+HOSTILE = [
+    ({"name": "../etc"}, "name"),
+    ({"name": "a b"}, "name"),
+    ({"name": "abcdefghijklm"}, "name"),
+    ({"subnet": "192.0.2.1/30"}, "subnet"),
+    ({"subnet": "192.0.2.0/31"}, "subnet"),
+    ({"port_forwards": [{"host_port": 70000}]}, "port_forwards[0].host_port"),
+    ({"port_forwards": [{"host_port": 80}, {"host_port": 80}]}, "port_forwards[1].host_port"),
+    ({"dns": ["192.0.2.300"]}, "dns[0]"),
+    ({"subnet": "198.51.100.0/30"}, "subnet"),          # collides with the machine's uplink route
+]
+
+
+def test_hostile_input_changes_nothing(site, backend):
+    """Every bad input fails naming its field, and the machine is left exactly as it was (one play, one task each)."""
+    machine, _client, name = site
+    before = strip_volatile(host_rules(machine, backend))
+    tasks = [{"name": "bad %d" % i, "paranoid.netconfine.netns_service": dict(seed_args(name, backend), **bad),
+              "ignore_errors": True} for i, (bad, _field) in enumerate(HOSTILE)]
+    play = ansible_playbook(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": tasks}]),
+                            hosts(machine))
+    for i, (_bad, field) in enumerate(HOSTILE):
+        task = play.task(machine, "bad %d" % i)
+        assert task.failed and task.result.get("field") == field, (i, task.result, play.output)
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+    assert strip_volatile(host_rules(machine, backend)) == before
+
+
+def test_overlapping_namespaces_refused(site, backend):
+    machine, _client, name = site
+    assert service(machine, seed_args(name, backend)).changed
+    other = nchelpers.new_short_name()
+    try:
+        failed = service(machine, seed_args(other, backend, subnet="192.0.2.0/29", port_forwards=[]),
+                         expect_failure=True)
+        assert failed.result["field"] == "subnet"
+        assert "vh-%s" % name in failed.msg
+        assert other not in run("ip", "netns", "list").stdout
+    finally:
+        nchelpers._delete_netns(other)
+    assert service(machine, dict(seed_args(name, backend), state="absent")).changed
+
+
+def test_refuses_to_bind_from_a_slave_mount_namespace(site, backend):
+    """Under plain `ip netns exec` the bind would vanish with the task: the module says so and changes nothing."""
+    machine, _client, name = site
+    play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "netns_service", "paranoid.netconfine.netns_service": seed_args(name, backend)}]}])
+    result = ansible_playbook(play, [machine])
+    task = result.task(machine, "netns_service")
+    assert task.failed and "slave" in task.msg, result.output
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}

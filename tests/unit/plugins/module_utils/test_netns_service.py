@@ -1,0 +1,208 @@
+"""netns_service: the model (errors naming fields), NAT rendering on both backends, the links state over a fake ip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import iptables_render, model, netns_links, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import build_policy
+
+
+def params(**extra):
+    out = {"name": "web", "state": "present", "subnet": "192.0.2.0/30", "subnet6": None, "host_address": None,
+           "namespace_address": None, "outbound_interface": "eth0", "dns": [], "allow_localhost_forward": False,
+           "port_forwards": [{"protocol": "tcp", "host_port": 10105, "port": None, "from": None,
+                              "host_address": None}], "ip_version": "both"}
+    out.update(extra)
+    return out
+
+
+def fwd(**extra):
+    out = {"protocol": "tcp", "host_port": 10105, "port": None, "from": None, "host_address": None}
+    out.update(extra)
+    return out
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"name": "../x"}, "name"), ({"name": "a/b"}, "name"), ({"name": "a b"}, "name"),
+    ({"name": "abcdefghijklm"}, "name"), ({"name": "Web"}, "name"),
+    ({"subnet": "192.0.2.1/30"}, "subnet"), ({"subnet": "192.0.2.0/31"}, "subnet"),
+    ({"subnet": "fd00::/64"}, "subnet"), ({"subnet": "1.2.3/24"}, "subnet"),
+    ({"subnet6": "fd00::/48"}, "subnet6"), ({"host_address": "192.0.2.3"}, "host_address"),
+    ({"namespace_address": "192.0.2.1"}, "namespace_address"),
+    ({"port_forwards": [fwd(host_port=0)]}, "port_forwards[0].host_port"),
+    ({"port_forwards": [fwd(port=65536)]}, "port_forwards[0].port"),
+    ({"port_forwards": [fwd(), fwd()]}, "port_forwards[1].host_port"),
+    ({"port_forwards": [fwd(host_address="127.0.0.1")]}, "port_forwards[0].host_address"),
+    ({"port_forwards": [fwd(**{"from": ["!192.0.2.9"]})]}, "port_forwards[0].from"),
+    ({"dns": ["192.0.2.300"]}, "dns[0]"), ({"outbound_interface": "vh-web"}, "outbound_interface"),
+    ({"subnet": None}, "port_forwards"), ({"ip_version": "ipv6"}, "ip_version"),
+])
+def test_bad_input_names_the_field(extra, field):
+    with pytest.raises(NetconfineError) as err:
+        build_policy(params(**extra))
+    assert err.value.field == field
+
+
+def rules(policy, table, family):
+    out = []
+    for chain in policy.chains_for(family):
+        if chain.table == table:
+            out += iptables_render.render_chain(chain)
+    return out
+
+
+def test_seed_rules_on_iptables():
+    policy = build_policy(params(allow_localhost_forward=True))
+    nat = rules(policy, "nat", 4)
+    assert [r.split(" ", 2)[2] for r in nat] == [
+        "-p tcp -m addrtype --dst-type LOCAL -m tcp --dport 10105 -j DNAT --to-destination 192.0.2.2:10105",
+        "-p tcp -m addrtype --dst-type LOCAL -m tcp --dport 10105 -j DNAT --to-destination 192.0.2.2:10105",
+        "-s 192.0.2.2/32 -o eth0 -j MASQUERADE",
+        "-s 127.0.0.0/8 -o vh-web -j MASQUERADE",
+    ]
+    assert [r.split(" ", 2)[2] for r in rules(policy, "filter", 4)] == [
+        "-d 192.0.2.2/32 -o vh-web -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-d 192.0.2.2/32 -o vh-web -p tcp -m tcp --dport 10105 -m conntrack --ctstate DNAT -j ACCEPT",
+        "-s 192.0.2.2/32 -i vh-web -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-s 192.0.2.2/32 -i vh-web -o eth0 -j ACCEPT",
+        "-i vh-web -j DROP",
+        "-o vh-web -j DROP",
+    ]
+    sysctls = [r for r in policy.resources if isinstance(r, model.Sysctl)]
+    assert [(s.key, s.value) for s in sysctls] == [("net/ipv4/ip_forward", "1"),
+                                                   ("net/ipv4/conf/vh-web/route_localnet", "1")]
+
+
+def test_loopback_excluded_from_output_dnat_unless_allowed_and_ipv6_in_brackets():
+    policy = build_policy(params(subnet6="fd00:19::/64"))
+    output = [c for c in policy.chains if c.hook.builtin == "OUTPUT"][0]
+    texts = iptables_render.render_chain(output)
+    assert texts[0].split(" ", 2)[2].startswith("! -d 127.0.0.0/8 -p tcp -m addrtype")
+    assert texts[1].endswith("-j DNAT --to-destination [fd00:19::2]:10105")
+    assert texts[1].split(" ", 2)[2].startswith("! -d ::1/128 ")
+
+
+def test_nft_forms_of_nat():
+    policy = build_policy(params(port_forwards=[fwd(port=80, **{"from": ["198.51.100.0/24"]})]))
+    chains = dict((c.hook.builtin, c) for c in policy.chains)
+    pre = [nft_render.format_rule(r) for _n, rs in nft_render.render_chain(chains["PREROUTING"]) for r in rs]
+    assert pre == ["ip saddr 198.51.100.0/24 fib daddr type local tcp dport 10105 dnat ip to 192.0.2.2:80"]
+    post = [nft_render.format_rule(r) for _n, rs in nft_render.render_chain(chains["POSTROUTING"]) for r in rs]
+    assert post == ['oifname "eth0" ip saddr 192.0.2.2 masquerade']
+    fwd_rules = [nft_render.format_rule(r) for _n, rs in nft_render.render_chain(chains["FORWARD"]) for r in rs]
+    assert fwd_rules[-2:] == ['meta nfproto ipv4 iifname "vh-web" drop', 'meta nfproto ipv4 oifname "vh-web" drop']
+    both = build_policy(params(subnet6="fd00:19::/64"))
+    fwd6 = [c for c in both.chains if c.hook.builtin == "FORWARD"][0]
+    assert [nft_render.format_rule(r) for _n, rs in nft_render.render_chain(fwd6) for r in rs][-2:] == [
+        'iifname "vh-web" drop', 'oifname "vh-web" drop']   # the two families' copies pair into one inet rule
+    assert nft_render.base_chain("nat", "PREROUTING") == ("nat_prerouting", "nat", "prerouting", -101)
+
+
+def test_loopback_only_namespace_has_no_rules_and_no_links():
+    policy = build_policy(params(subnet=None, port_forwards=[], outbound_interface=None))
+    assert policy.chains == ()
+    (ns,) = policy.resources
+    assert ns.host_link is None
+    assert netns_links.desired_facts(ns) == (("netns", "web"), ("lo", "web"))
+
+
+# --------------------------------------------------------------------------- the links state over a fake ip
+
+class FakeIp:
+    """Answers the reads of NetnsLinks from a dict of argv tail -> JSON; records every command."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def __call__(self, argv, data=None):
+        self.calls.append(argv[1:])
+        key = " ".join(argv[1:])
+        if key in self.answers:
+            return 0, json.dumps(self.answers[key]), ""
+        if "show" in argv or "list" in argv:
+            return 1, "", "Device does not exist"
+        return 0, "", ""
+
+
+def state(answers, tmp_path):
+    ip = FakeIp(answers)
+    links = netns_links.NetnsLinks(ip, "/sbin/ip", etc_netns=str(tmp_path), mountinfo=str(tmp_path / "none"))
+    policy = build_policy(params(dns=["192.0.2.53"]))
+    (unit,) = links.units(policy)
+    return links, policy, unit, ip
+
+
+def test_empty_host_gets_everything_in_order(tmp_path):
+    links, policy, unit, _ip = state({"-j netns list": [], "-4 -j route show": [], "-6 -j route show": []}, tmp_path)
+    read = links.read(unit)
+    script = links.script(read, links.owned(read, policy, unit), links.render(policy, unit))
+    assert script.splitlines() == [
+        "ip netns add web", "ip -n web link set lo up",
+        "ip link add vh-web type veth peer name vn-web netns web",
+        "ip link set vh-web up", "ip -n web link set vn-web up",
+        "ip addr add 192.0.2.1/30 dev vh-web", "ip -n web addr add 192.0.2.2/30 dev vn-web",
+        "ip -n web route replace default via 192.0.2.1 dev vn-web", "write-resolv.conf web 192.0.2.53"]
+    links.apply(unit, script)
+    assert (tmp_path / "web" / "resolv.conf").read_text().endswith("nameserver 192.0.2.53\n")
+
+
+def converged_answers():
+    host = {"ifname": "vh-web", "ifindex": 7, "link_index": 2, "flags": ["UP"], "linkinfo": {"info_kind": "veth"},
+            "addr_info": [{"local": "192.0.2.1", "prefixlen": 30, "scope": "global"},
+                          {"local": "fe80::1", "prefixlen": 64, "scope": "link"}]}
+    peer = {"ifname": "vn-web", "ifindex": 2, "link_index": 7, "flags": ["UP"], "linkinfo": {"info_kind": "veth"},
+            "addr_info": [{"local": "192.0.2.2", "prefixlen": 30, "scope": "global"}]}
+    lo = {"ifname": "lo", "ifindex": 1, "flags": ["LOOPBACK", "UP"]}
+    return {"-j netns list": [{"name": "web2"}, {"name": "web"}],
+            "-j -d addr show dev vh-web": [host], "-n web -j -d addr show": [lo, peer],
+            "-n web -4 -j route show default": [{"dst": "default", "gateway": "192.0.2.1", "dev": "vn-web"}],
+            "-4 -j route show": [{"dst": "192.0.2.0/30", "dev": "vh-web"}], "-6 -j route show": []}
+
+
+def test_converged_host_needs_nothing_and_drift_only_what_differs(tmp_path):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    answers = converged_answers()
+    links, policy, unit, _ip = state(answers, tmp_path)
+    read = links.read(unit)
+    assert links.owned(read, policy, unit) == links.render(policy, unit)
+    answers["-j -d addr show dev vh-web"][0]["addr_info"] = []
+    read = links.read(unit)
+    script = links.script(read, links.owned(read, policy, unit), links.render(policy, unit))
+    assert script == "ip addr add 192.0.2.1/30 dev vh-web\n"
+
+
+def test_absent_deletes_the_namespace_and_resolv_conf_only(tmp_path):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    links, policy, unit, _ip = state(converged_answers(), tmp_path)
+    read = links.read(unit)
+    gone = links.render(model.Policy("netns-web", present=False, resources=policy.resources), unit)
+    assert links.script(read, links.owned(read, policy, unit), gone).splitlines() == [
+        "remove-resolv.conf web", "ip netns delete web"]      # the veth pair goes with the namespace
+
+
+def test_subnet_overlapping_a_host_route_is_refused(tmp_path):
+    answers = converged_answers()
+    answers["-4 -j route show"] = [{"dst": "192.0.2.0/29", "dev": "vh-other"}]
+    links, _policy, unit, _ip = state(answers, tmp_path)
+    with pytest.raises(NetconfineError) as err:
+        links.read(unit)
+    assert err.value.field == "subnet" and "vh-other" in str(err.value)
+
+
+def test_refuses_to_create_a_namespace_from_a_slave_mount_namespace(tmp_path):
+    links, policy, unit, ip = state({"-j netns list": [], "-4 -j route show": [], "-6 -j route show": []},
+                                    tmp_path)
+    (tmp_path / "mountinfo").write_text(
+        "48 1 254:0 / / rw,relatime master:1 - ext4 /dev/vda rw\n")
+    links.mountinfo = str(tmp_path / "mountinfo")
+    with pytest.raises(NetconfineError) as err:
+        links.apply(unit, "ip netns add web\n")
+    assert "slave" in str(err.value)
+    assert ip.calls == []
