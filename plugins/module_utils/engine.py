@@ -23,7 +23,9 @@ through the same seam as *states* (``converge(..., states=[...])``, e.g.
 back, exact ``changed``. Every state always gets the policy itself. States
 are applied before the netfilter units when the policy is present (a SELinux
 type, a namespace or ``br_netfilter`` must exist before rules rely on it) and
-after them when it is absent (rules go first, then what they relied on).
+after them when it is absent (rules go first, then what they relied on); among
+themselves in the order given when present and in reverse when absent (a unit
+that runs in a namespace stops before the namespace goes).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -124,7 +126,7 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=()):
             wanted = policy if index == 0 else dataclasses.replace(policy, present=False)
             netfilter += _read_units(backend, wanted)
         stateful = [u for state in states for u in _read_units(state, policy)]
-        units = stateful + netfilter if policy.present else netfilter + stateful
+        units = stateful + netfilter if policy.present else netfilter + stateful[::-1]
         # what rendered/scripts list: kernel state; a state marked internal (persisted files) is in the diff only
         shown = set([backends[0]] + [s for s in states if not getattr(s, "internal", False)])
         pending = [u for u in units if u.current != u.desired]

@@ -209,6 +209,38 @@ class Netns:
     field: str = "name"
 
 
+@dataclass(frozen=True)
+class Launcher:
+    """The daemon of namespace ``namespace``, started by a launcher script at ``path`` (``netns_launcher``).
+
+    ``uid``/``gid`` are numeric (resolved on the target), ``user``/``home`` their passwd entry;
+    ``environment`` is ((name, value), ...) sorted; ``start`` keeps one launcher process running.
+    """
+    namespace: str
+    path: str
+    exec_path: str
+    args: Tuple[str, ...] = ()
+    user: str = "nobody"
+    uid: int = 65534
+    gid: int = 65534
+    home: str = "/"
+    working_directory: str = "/"
+    environment: Tuple[Tuple[str, str], ...] = ()
+    private_tmp: bool = True
+    start: bool = False
+
+
+@dataclass(frozen=True)
+class InsideNetns:
+    """A netfilter ``policy`` (a ``Policy``) converged inside the named namespace ``namespace``.
+
+    Handled by ``netns_netfilter.InsideNetns`` with the task's backend, run there. ``policy.present``
+    false removes what it owns there.
+    """
+    namespace: str
+    policy: object
+
+
 # ---------------------------------------------------------------- structure
 
 @dataclass(frozen=True)

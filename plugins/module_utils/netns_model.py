@@ -23,11 +23,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import grp
 import ipaddress
 import itertools
+import os
+import pwd
 import re
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, identity, model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
@@ -136,8 +139,48 @@ def build_policy(params):
     if allow_lo:
         resources.append(model.Sysctl("net/ipv4/conf/%s/route_localnet" % host_link, "1",
                                       field="allow_localhost_forward"))
+    if params.get("service") is not None:
+        resources.append(service_launcher(name, params["service"]))
+    egress = params.get("egress")
+    resources.append(model.InsideNetns(name, model.Policy(
+        name=pname, chains=(_egress_chain(pname, egress or [], families),), families=families,
+        present=present and egress is not None)))
     return model.Policy(name=pname, chains=chains, families=families, present=present,
                         resources=tuple(resources))
+
+
+def _egress_chain(pname, items, families):
+    """OUTPUT inside the namespace: loopback, replies, each declared destination; everything else rejected."""
+    rules = []
+    for family in families:
+        rules.append(model.Rule(family, model.Verdict("ACCEPT"), out_interface="lo"))
+    for family in families:
+        rules.append(model.Rule(family, model.Verdict("ACCEPT"), matches=(model.Conntrack(("RELATED", "ESTABLISHED")),)))
+    for index, raw in enumerate(items):
+        where = "egress[%d]" % index
+        if raw.get("destination") is None:
+            raise NetconfineError("is required (addresses, networks or hostnames)", where + ".destination")
+        dests, negate, _found = fields.addresses(raw["destination"], where + ".destination")
+        if negate:
+            raise NetconfineError("lists where the daemon may connect; '!' is not supported here",
+                                  where + ".destination")
+        protocol = fields.protocol(raw.get("protocol"), where + ".protocol")
+        matches = ()
+        if raw.get("port") is not None:
+            if protocol not in PROTOCOLS:
+                raise NetconfineError("needs protocol tcp or udp", where + ".port")
+            ports, port_negate = fields.port_range(raw["port"], where + ".port")
+            if port_negate:
+                raise NetconfineError("lists ports allowed; '!' is not supported here", where + ".port")
+            matches = (model.Ports(protocol, dport=ports),)
+        made = [model.Rule(d.version, model.Verdict("ACCEPT"), protocol=protocol, destination=d, matches=matches)
+                for d in dests if d.version in families]
+        if not made:
+            raise NetconfineError("has no address of a family the namespace has", where + ".destination")
+        rules += made
+    for family in families:
+        rules.append(model.Rule(family, model.Reject()))
+    return model.Chain("filter", fields.chain_name(pname, "egress"), tuple(rules), model.Hook("OUTPUT", "first"))
 
 
 def _forwards(raw_list, plan, allow_lo):
@@ -252,3 +295,60 @@ def _dnat(family, protocol, source, host_address, port, host_port, peer, skip_lo
             destination, negate = LOOPBACK[family], True
     return model.Rule(family, model.Dnat(peer, port), protocol=protocol, source=source,
                       destination=destination, destination_negate=negate, matches=matches)
+
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_RESERVED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "NETCONFINE_LAUNCHER")
+
+
+def _absolute(value, field):
+    if not isinstance(value, str) or not value.startswith("/") or os.path.normpath(value) != value or \
+            any(c in value for c in "\0\n"):
+        raise NetconfineError("must be an absolute, normalised path, got %r" % (value,), field)
+    return value
+
+
+def _plain(value, field):
+    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise NetconfineError("must be text without control characters, got %r" % (value,), field)
+    return value
+
+
+def service_launcher(name, raw, launcher_dir="/usr/local/libexec/netconfine"):
+    """The ``service`` option -> model.Launcher (user and group resolved here, on the target)."""
+    exec_path = _absolute(raw.get("exec"), "service.exec")
+    args = tuple(_plain(a, "service.args[%d]" % i) for i, a in enumerate(raw.get("args") or []))
+    user = raw.get("user")
+    if user is None:
+        raise NetconfineError("is required (the daemon never runs as root here)", "service.user")
+    (uid, _high), negate = identity.uid(user, "service.user")
+    if negate:
+        raise NetconfineError("must name one user", "service.user")
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        raise NetconfineError("uid %d has no passwd entry on this host" % uid, "service.user")
+    if uid == 0:
+        raise NetconfineError("is root: the point is to drop privileges; run the daemon as its own user",
+                              "service.user")
+    gid = entry.pw_gid
+    if raw.get("group") is not None:
+        (gid, _high), negate = identity.gid(raw["group"], "service.group")
+        if negate:
+            raise NetconfineError("must name one group", "service.group")
+        try:
+            grp.getgrgid(gid)
+        except KeyError:
+            raise NetconfineError("gid %d has no group entry on this host" % gid, "service.group")
+    environment = []
+    for key, value in sorted((raw.get("environment") or {}).items()):
+        if not _ENV_NAME_RE.match(str(key)) or key in _RESERVED_ENV:
+            raise NetconfineError("%r is not a variable name the daemon may set (letters, digits, '_'; not %s)"
+                                  % (key, ", ".join(_RESERVED_ENV)), "service.environment")
+        environment.append((key, _plain(str(value), "service.environment.%s" % key)))
+    return model.Launcher(
+        namespace=name, path=os.path.join(launcher_dir, "ns-%s" % name), exec_path=exec_path, args=args,
+        user=entry.pw_name, uid=uid, gid=gid, home=entry.pw_dir or "/",
+        working_directory=_absolute(raw.get("working_directory") or "/", "service.working_directory"),
+        environment=tuple(environment), private_tmp=raw.get("private_tmp") is not False,
+        start=bool(raw.get("start")))

@@ -28,7 +28,7 @@ description:
     namespace's address). On the nftables backend these are base chains of type C(nat) at the C(dstnat)/C(srcnat)
     priorities in the collection's table C(inet netconfine), changed in one transaction.
   - B(Bad input changes nothing.) Names with C(/), C(..), spaces or over 12 characters, a subnet that overlaps a
-    route of this host (another namespace's veth, the uplink), ports out of range, a host port forwarded twice:
+    route of this host (another namespace's veth, the uplink), ports out of range, a host port forwarded twice -
     an error naming the field.
   - The name under C(/run/netns) is a bind mount in the mount namespace the module runs in. The module refuses to
     create it from a slave mount namespace (as C(ip netns exec) gives), where it would vanish when the task ends.
@@ -117,6 +117,71 @@ options:
         C(::1) at all.
     type: bool
     default: false
+  egress:
+    description:
+      - Where the daemon may connect, enforced inside the namespace (its C(OUTPUT), through the same engine and
+        backend as the host side, in one transaction there). Loopback and replies are allowed; every other new
+        connection is rejected (C(icmp port-unreachable): the daemon sees "connection refused").
+      - Omit it to leave the namespace's own netfilter alone (everything may go out through NAT). An empty list
+        allows loopback only.
+    type: list
+    elements: dict
+    suboptions:
+      destination:
+        description: Addresses, networks or hostnames (resolved on the host when the task runs).
+        type: list
+        elements: str
+        required: true
+      protocol:
+        description: V(tcp), V(udp), V(icmp), V(ipv6-icmp) or V(all). Default any.
+        type: str
+      port:
+        description: Destination port or range V(low:high) (needs O(egress[].protocol) V(tcp) or V(udp)).
+        type: str
+  service:
+    description:
+      - The daemon, for hosts without systemd. A launcher script is installed at
+        C(/usr/local/libexec/netconfine/ns-NAME). It enters the namespace, gives the daemon a private C(/tmp) (a
+        fresh tmpfs in a mount namespace of its own, gone when the daemon exits), drops to O(service.user) with
+        C(setpriv) (that user's groups, C(no_new_privs)), clears the environment and runs O(service.exec).
+      - Systemd units are not rendered yet; start the launcher from your init system, or with O(service.start).
+      - O(state=absent) stops the launcher's processes and removes the script.
+    type: dict
+    suboptions:
+      exec:
+        description: Absolute path of the daemon's program.
+        type: str
+        required: true
+      args:
+        description: Its arguments.
+        type: list
+        elements: str
+        default: []
+      user:
+        description: User (name or uid) the daemon runs as. Unknown users and root are refused.
+        type: str
+        required: true
+      group:
+        description: Group it runs as. Default the user's primary group.
+        type: str
+      working_directory:
+        description: Absolute directory it starts in.
+        type: str
+        default: /
+      environment:
+        description: Variables set for it (besides C(PATH), C(HOME), C(USER), C(LOGNAME)).
+        type: dict
+        default: {}
+      private_tmp:
+        description: Give it a private C(/tmp).
+        type: bool
+        default: true
+      start:
+        description:
+          - Keep one launcher process running. It is started when none runs, and restarted when the launcher
+            changes.
+        type: bool
+        default: false
 seealso:
   - module: paranoid.netconfine.owner_rule
   - name: ip-netns(8)
@@ -137,7 +202,17 @@ EXAMPLES = r"""
       - protocol: tcp
         host_port: 10105
 
-# Then run the daemon there as www-data, e.g.: ip netns exec web runuser -u www-data -- /usr/sbin/my-net-daemon
+- name: The seed's daemon itself, as www-data with its own /tmp, started by the launcher
+  paranoid.netconfine.netns_service:
+    name: web
+    subnet: 192.0.2.0/30
+    port_forwards:
+      - host_port: 10105
+    service:
+      exec: /usr/sbin/my-net-daemon
+      args: [--port, "10105"]
+      user: www-data
+      start: true
 
 - name: Only the office network may use the forward, on one address of the host
   paranoid.netconfine.netns_service:
@@ -147,6 +222,20 @@ EXAMPLES = r"""
       - host_port: 10105
         from: [198.51.100.0/24]
         host_address: 203.0.113.10
+
+- name: The daemon may reach only the database and the name server
+  paranoid.netconfine.netns_service:
+    name: web
+    subnet: 192.0.2.0/30
+    port_forwards:
+      - host_port: 10105
+    egress:
+      - destination: [198.51.100.20]
+        protocol: tcp
+        port: "5432"
+      - destination: [192.0.2.53]
+        protocol: udp
+        port: "53"
 
 - name: Remove the namespace, its veth pair, resolv.conf and every host-side rule
   paranoid.netconfine.netns_service:
@@ -192,7 +281,7 @@ field:
   type: str
 """
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_links
+from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_launcher, netns_links, netns_netfilter
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import build_policy
 
@@ -204,6 +293,23 @@ FORWARD_OPTIONS = {
     "host_address": dict(type="str"),
 }
 
+EGRESS_OPTIONS = {
+    "destination": dict(type="list", elements="str", required=True),
+    "protocol": dict(type="str"),
+    "port": dict(type="str"),
+}
+
+SERVICE_OPTIONS = {
+    "exec": dict(type="str", required=True),
+    "args": dict(type="list", elements="str", default=[]),
+    "user": dict(type="str", required=True),
+    "group": dict(type="str"),
+    "working_directory": dict(type="str", default="/"),
+    "environment": dict(type="dict", default={}),
+    "private_tmp": dict(type="bool", default=True),
+    "start": dict(type="bool", default=False),
+}
+
 ARGUMENT_SPEC = dict(
     subnet=dict(type="str"),
     host_address=dict(type="str"),
@@ -213,11 +319,14 @@ ARGUMENT_SPEC = dict(
     dns=dict(type="list", elements="str", default=[]),
     port_forwards=dict(type="list", elements="dict", default=[], options=FORWARD_OPTIONS),
     allow_localhost_forward=dict(type="bool", default=False),
+    egress=dict(type="list", elements="dict", options=EGRESS_OPTIONS),
+    service=dict(type="dict", options=SERVICE_OPTIONS),
 )
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(netns_links.make_state, sysctl_state))
+    run_module(ARGUMENT_SPEC, build_policy, states=(netns_links.make_state, sysctl_state, netns_netfilter.make_state,
+                                                   netns_launcher.make_state))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from nchelpers import SYSTEM_PYTHON, ansible_playbook, run, try_connect
 
 IP_NSENTER = Path(__file__).resolve().parent / "files" / "ip-nsenter-net"
 BACKENDS = ("iptables", "nftables")
+LAUNCHERS = "/usr/local/libexec/netconfine"
 PORT = 10105
 OTHER_PORT = 10106
 UPLINK, CLIENT = "198.51.100.1", "198.51.100.2"
@@ -71,7 +72,7 @@ def site(make_netns, cleanup):
 
     def remove():
         nchelpers._delete_netns(name)
-        subprocess.run(["rm", "-rf", "--", "/etc/netns/" + name], check=False)
+        subprocess.run(["rm", "-rf", "--", "/etc/netns/" + name, LAUNCHERS + "/ns-" + name], check=False)
     cleanup.callback(remove)
     return machine, client, name
 
@@ -281,3 +282,104 @@ def test_refuses_to_bind_from_a_slave_mount_namespace(site, backend):
     task = result.task(machine, "netns_service")
     assert task.failed and "slave" in task.msg, result.output
     assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+
+
+# --------------------------------------------------------------------------- egress inside the namespace
+
+def test_egress_only_where_declared(site, backend, make_user):
+    machine, client, name = site
+    user = make_user()
+    args = seed_args(name, backend, egress=[{"destination": [CLIENT], "protocol": "tcp", "port": "8080"}])
+    assert service(machine, args, check=True).changed
+    assert service(machine, args).changed
+    assert not service(machine, args, check=True).changed
+    assert not service(machine, args).changed
+    inside = host_rules(name, backend)
+    assert "8080" in inside and ("REJECT" in inside or "reject" in inside), inside
+    with daemon_in(client, user, 8080), daemon_in(client, user, 8081), daemon_in(name, user, PORT):
+        assert ask(name, CLIENT, 8080, user=user) == "peer=%s" % UPLINK       # allowed, through NAT
+        assert ask(name, CLIENT, 8081, user=user) == "error ConnectionRefusedError"   # rejected inside
+        assert ask(client, UPLINK, PORT) == "peer=%s" % CLIENT                # replies of the forward still flow
+    # egress dropped from the task: the namespace's rules go, the rest stays
+    without = seed_args(name, backend)
+    assert service(machine, without).changed
+    assert "8080" not in host_rules(name, backend)
+    with daemon_in(client, user, 8081):
+        assert ask(name, CLIENT, 8081, user=user) == "peer=%s" % UPLINK
+    assert service(machine, dict(args, state="absent")).changed
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+
+
+
+# --------------------------------------------------------------------------- the daemon, without systemd
+
+# The daemon of the launcher test: writes a file in its /tmp, then answers each connection with its uid and
+# whether it sees that file (its /tmp is private: the host's /tmp must not have it).
+TMP_DAEMON = """
+import os, socket, sys
+path = "/tmp/netconfine-daemon-" + sys.argv[2]
+open(path, "w").write("mine")
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, peer = s.accept()
+    c.sendall(("uid=%d tmp=%s\\n" % (os.getuid(), os.path.exists(path))).encode()); c.close()
+"""
+
+
+def test_launcher_runs_the_daemon_in_the_namespace_as_the_user_with_a_private_tmp(site, make_user):
+    import pwd
+    machine, client, name = site
+    user = make_user()
+    entry = pwd.getpwnam(user)
+    script = Path(entry.pw_dir) / "daemon.py"
+    script.write_text(TMP_DAEMON)
+    os.chown(script, entry.pw_uid, entry.pw_gid)
+    args = seed_args(name, "iptables", service={
+        "exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user,
+        "working_directory": entry.pw_dir, "start": True})
+    assert service(machine, args, check=True).changed
+    assert not os.path.exists(LAUNCHERS + "/ns-" + name), "check mode installed nothing"
+    first = service(machine, args)
+    assert first.changed and "start %s/ns-%s" % (LAUNCHERS, name) in first.result["scripts"]["launcher " + name]
+    assert not service(machine, args, check=True).changed
+    assert not service(machine, args).changed
+
+    # the outside client reaches the daemon, which runs as the user and sees its own /tmp file
+    assert ask(client, UPLINK, PORT) == "uid=%d tmp=True" % entry.pw_uid
+    assert not os.path.exists("/tmp/netconfine-daemon-" + name), "the daemon's /tmp is private"
+    pids = run("ip", "netns", "pids", name).stdout.split()
+    assert len(pids) == 1
+    assert os.stat("/proc/%s/ns/net" % pids[0]).st_ino == os.stat("/run/netns/" + name).st_ino
+    status = Path("/proc/%s/status" % pids[0]).read_text()
+    assert "\nUid:\t%d\t%d\t%d\t%d\n" % ((entry.pw_uid,) * 4) in status
+    assert "\nNoNewPrivs:\t1\n" in status
+
+    # a changed launcher restarts the daemon; absent stops it and removes everything
+    changed = dict(args, service=dict(args["service"], environment={"DAEMON_MODE": "strict"}))
+    restarted = service(machine, changed)
+    assert restarted.result["scripts"]["launcher " + name].splitlines()[0].startswith("stop ")
+    assert run("ip", "netns", "pids", name).stdout.split() != pids
+    assert service(machine, dict(changed, state="absent")).changed
+    assert not os.path.exists(LAUNCHERS + "/ns-" + name)
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+    assert ask(client, UPLINK, PORT).startswith("error")
+
+
+def test_bad_service_input_names_the_field(site):
+    machine, _client, name = site
+    cases = [({"exec": "bin/daemon", "user": "nobody"}, "service.exec"),
+             ({"exec": "/usr/bin/../bin/x", "user": "nobody"}, "service.exec"),
+             ({"exec": "/usr/bin/true", "user": "nct_no_such_user"}, "service.user"),
+             ({"exec": "/usr/bin/true", "user": "root"}, "service.user"),
+             ({"exec": "/usr/bin/true", "user": "nobody", "environment": {"PATH": "/tmp"}}, "service.environment")]
+    tasks = [{"name": "bad %d" % i, "ignore_errors": True,
+              "paranoid.netconfine.netns_service": seed_args(name, "iptables", service=svc)}
+             for i, (svc, _f) in enumerate(cases)]
+    play = ansible_playbook(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": tasks}]),
+                            hosts(machine))
+    for i, (_svc, field) in enumerate(cases):
+        task = play.task(machine, "bad %d" % i)
+        assert task.failed and task.result.get("field") == field, (i, task.result)
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+    assert not os.path.exists(LAUNCHERS + "/ns-" + name)

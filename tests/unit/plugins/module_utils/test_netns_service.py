@@ -105,8 +105,10 @@ def test_nft_forms_of_nat():
 def test_loopback_only_namespace_has_no_rules_and_no_links():
     policy = build_policy(params(subnet=None, port_forwards=[], outbound_interface=None))
     assert policy.chains == ()
-    (ns,) = policy.resources
+    (ns,) = [r for r in policy.resources if isinstance(r, model.Netns)]
     assert ns.host_link is None
+    (inside,) = [r for r in policy.resources if isinstance(r, model.InsideNetns)]
+    assert not inside.policy.present          # no egress declared: the namespace's netfilter is left alone
     assert netns_links.desired_facts(ns) == (("netns", "web"), ("lo", "web"))
 
 
@@ -206,3 +208,29 @@ def test_refuses_to_create_a_namespace_from_a_slave_mount_namespace(tmp_path):
         links.apply(unit, "ip netns add web\n")
     assert "slave" in str(err.value)
     assert ip.calls == []
+
+
+def test_egress_rules_inside_the_namespace():
+    policy = build_policy(params(subnet6="fd00:19::/64", egress=[
+        {"destination": ["198.51.100.20", "fd00:20::20"], "protocol": "tcp", "port": "5432"}]))
+    (inside,) = [r for r in policy.resources if isinstance(r, model.InsideNetns)]
+    assert inside.namespace == "web" and inside.policy.present
+    (chain,) = inside.policy.chains
+    assert chain.hook.builtin == "OUTPUT"
+    assert [r.split(" ", 2)[2] for r in iptables_render.render_chain(
+        inside.policy.chains_for(4)[0])] == [
+        "-o lo -j ACCEPT", "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-d 198.51.100.20/32 -p tcp -m tcp --dport 5432 -j ACCEPT",
+        "-j REJECT --reject-with icmp-port-unreachable"]
+
+
+@pytest.mark.parametrize("item, field", [
+    ({"destination": ["nope..x"]}, "egress[0].destination"),
+    ({"destination": ["198.51.100.20"], "port": "53"}, "egress[0].port"),
+    ({"destination": ["198.51.100.20"], "protocol": "tcp", "port": "99999"}, "egress[0].port"),
+    ({"destination": ["fd00::1"]}, "egress[0].destination"),
+])
+def test_bad_egress_names_the_field(item, field):
+    with pytest.raises(NetconfineError) as err:
+        build_policy(params(egress=[item]))
+    assert err.value.field == field
