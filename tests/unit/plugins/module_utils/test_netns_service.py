@@ -234,3 +234,110 @@ def test_bad_egress_names_the_field(item, field):
     with pytest.raises(NetconfineError) as err:
         build_policy(params(egress=[item]))
     assert err.value.field == field
+
+
+# --------------------------------------------------------------------------- the launcher
+
+def launcher(**extra):
+    values = dict(namespace="web", path="/usr/local/libexec/netconfine/ns-web", exec_path="/usr/sbin/my daemon",
+                  args=("--port", "10105", "it's"), user="www-data", uid=33, gid=33, home="/var/www",
+                  working_directory="/var/www", environment=(("MODE", "a b"),), private_tmp=True, start=True)
+    values.update(extra)
+    return model.Launcher(**values)
+
+
+def test_launcher_script_quotes_everything_and_drops_privileges():
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_launcher import render_script
+    text = render_script(launcher())
+    lines = text.splitlines()
+    assert lines[0] == "#!/bin/sh"
+    assert "    exec ip netns exec web env NETCONFINE_LAUNCHER=web unshare --mount --propagation private -- " \
+           "/usr/local/libexec/netconfine/ns-web \"$@\"" in lines
+    assert "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp" in lines
+    assert lines[-1] == ("exec setpriv --reuid 33 --regid 33 --init-groups --no-new-privs -- env -i "
+                         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/var/www "
+                         "USER=www-data LOGNAME=www-data NETCONFINE_LAUNCHER=web MODE='a b' '/usr/sbin/my daemon' "
+                         "--port 10105 'it'\"'\"'s'")
+    assert "tmpfs" not in render_script(launcher(private_tmp=False))
+
+
+def test_launcher_script_verbs(tmp_path):
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_launcher
+    state = netns_launcher.NetnsLauncher(lambda argv, data=None: (0, "", ""), "/sbin/ip")
+    item = launcher(path=str(tmp_path / "ns-web"))
+    policy = model.Policy("netns-web", resources=(item,))
+    (unit,) = state.units(policy)
+    empty = {"facts": (), "pids": []}
+    want = state.render(policy, unit)
+    assert state.script(empty, {}, want) == "install %s\nstart %s\n" % (item.path, item.path)
+    running = netns_launcher.LauncherState(want[unit].facts)
+    assert state.script(empty, {unit: running}, want) == ""
+    stale = netns_launcher.LauncherState((("script", "%s\nold\n" % item.path), ("running", "yes")))
+    assert state.script(empty, {unit: stale}, want).splitlines() == [
+        "stop %s" % item.path, "install %s" % item.path, "start %s" % item.path]
+    gone = state.render(model.Policy("netns-web", present=False, resources=(item,)), unit)
+    assert state.script(empty, {unit: running}, gone).splitlines() == ["stop %s" % item.path,
+                                                                       "remove %s" % item.path]
+
+
+@pytest.mark.parametrize("service, field", [
+    ({"exec": "bin/x", "user": "nobody"}, "service.exec"),
+    ({"exec": "/a/../b", "user": "nobody"}, "service.exec"),
+    ({"exec": "/bin/true", "user": "nct_nobody_here"}, "service.user"),
+    ({"exec": "/bin/true", "user": "root"}, "service.user"),
+    ({"exec": "/bin/true", "user": "nobody", "group": "nct_nogroup_here"}, "service.group"),
+    ({"exec": "/bin/true", "user": "nobody", "args": ["a\nb"]}, "service.args[0]"),
+    ({"exec": "/bin/true", "user": "nobody", "environment": {"HOME": "/"}}, "service.environment"),
+    ({"exec": "/bin/true", "user": "nobody", "working_directory": "tmp"}, "service.working_directory"),
+])
+def test_bad_service_names_the_field(service, field):
+    with pytest.raises(NetconfineError) as err:
+        build_policy(params(service=service))
+    assert err.value.field == field
+
+
+def test_states_go_in_reverse_order_when_absent(monkeypatch):
+    """Present: states in the order given (namespace, then what runs in it); absent: reversed."""
+    import contextlib
+
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_launcher import LauncherState
+
+    log = []
+
+    class Seam:
+        """Owns one fact; present wants it, absent wants nothing."""
+
+        def __init__(self, name, have):
+            self.name, self.have = name, have
+
+        def units(self, policy):
+            return ("u",)
+
+        def read(self, unit):
+            return self.have
+
+        def owned(self, read, policy, unit):
+            return {"u": LauncherState((("x", "y"),))} if self.have else {}
+
+        def render(self, policy, unit):
+            return {"u": LauncherState((("x", "y"),))} if policy.present else {}
+
+        def script(self, read, current, desired, restore_jumps=None):
+            return self.name
+
+        def apply(self, unit, script):
+            log.append(script)
+            self.have = not self.have
+
+    class NoRules(Seam):
+        def render(self, policy, unit):
+            return {}
+
+    monkeypatch.setattr(engine, "host_lock", lambda timeout: contextlib.nullcontext())
+    engine.converge(model.Policy("t"), [NoRules("nf", False)], states=[Seam("links", False), Seam("units", False)])
+    assert log == ["links", "units"]
+    del log[:]
+    engine.converge(model.Policy("t", present=False), [NoRules("nf", False)],
+                    states=[Seam("links", True), Seam("units", True)])
+    assert log == ["units", "links"]
