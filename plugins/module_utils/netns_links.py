@@ -114,6 +114,7 @@ class NetnsLinks:
         self.etc_netns = etc_netns
         self.mountinfo = mountinfo
         self._declared = {}
+        self._present = True
 
     @property
     def offline_units(self):
@@ -121,6 +122,7 @@ class NetnsLinks:
 
     def units(self, policy):
         self._declared = declared(policy)
+        self._present = policy.present
         return tuple(sorted(self._declared))
 
     # ---------------------------------------------------------- reading
@@ -147,7 +149,8 @@ class NetnsLinks:
         if ns.host_link:
             found = self._ip("-j", "-d", "addr", "show", "dev", ns.host_link, missing_ok=True)
             host = found[0] if found else None
-            self._check_routes(ns)
+            if self._present:          # removal never depends on what else the host routes
+                self._check_routes(ns)
         if host is not None:
             if "UP" in host.get("flags", []):
                 facts.append(("up", "", ns.host_link))

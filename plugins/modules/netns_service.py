@@ -237,6 +237,16 @@ EXAMPLES = r"""
         protocol: udp
         port: "53"
 
+# Seed 002's "unshare -n", declared: a program that must never talk to the network (a document converter).
+# No subnet: a namespace with loopback only, no veth, no host-side rules.
+- name: The document converter has no network at all
+  paranoid.netconfine.netns_service:
+    name: converter
+    service:
+      exec: /usr/bin/unoconv-listener
+      user: converter
+      start: true
+
 - name: Remove the namespace, its veth pair, resolv.conf and every host-side rule
   paranoid.netconfine.netns_service:
     name: web

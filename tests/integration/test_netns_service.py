@@ -13,7 +13,9 @@ run by an unprivileged user inside NAME; the client is another namespace. Both b
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import pwd
 import re
 import subprocess
 from pathlib import Path
@@ -328,7 +330,6 @@ while True:
 
 
 def test_launcher_runs_the_daemon_in_the_namespace_as_the_user_with_a_private_tmp(site, make_user):
-    import pwd
     machine, client, name = site
     user = make_user()
     entry = pwd.getpwnam(user)
@@ -382,4 +383,35 @@ def test_bad_service_input_names_the_field(site):
         task = play.task(machine, "bad %d" % i)
         assert task.failed and task.result.get("field") == field, (i, task.result)
     assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+    assert not os.path.exists(LAUNCHERS + "/ns-" + name)
+
+
+# --------------------------------------------------------------------------- issue 24: no network at all
+
+def test_service_without_network_has_loopback_only(site, make_user):
+    """Seed 002's `unshare -n`, declared: no subnet -> a namespace with lo only, no host-side rules."""
+    machine, client, name = site
+    user = make_user()
+    entry = pwd.getpwnam(user)
+    script = Path(entry.pw_dir) / "daemon.py"
+    script.write_text(TMP_DAEMON)
+    os.chown(script, entry.pw_uid, entry.pw_gid)
+    before = strip_volatile(host_rules(machine, "iptables"))
+    args = {"name": name, "backend": "iptables", "service": {
+        "exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user, "start": True}}
+    first = service(machine, args)
+    assert first.changed
+    owned = sorted(unit for unit, text in first.result["rendered"].items() if text)
+    assert owned == ["launcher " + name, "netns " + name], first.result["rendered"]     # no rules anywhere
+    assert not service(machine, args).changed
+    assert [link["ifname"] for link in json.loads(run("ip", "-n", name, "-j", "link").stdout)] == ["lo"]
+    pid = run("ip", "netns", "pids", name).stdout.split()[0]
+    assert os.stat("/proc/%s/ns/net" % pid).st_ino == os.stat("/run/netns/" + name).st_ino
+    # loopback works inside; nothing else is reachable, and the host's rules are untouched
+    assert ask(name, "127.0.0.1", PORT, user=user) == "uid=%d tmp=True" % entry.pw_uid
+    assert try_connect(name, user, CLIENT, PORT) == "unreachable"
+    assert try_connect(name, user, UPLINK, PORT) == "unreachable"
+    assert strip_volatile(host_rules(machine, "iptables")) == before
+    assert service(machine, dict(args, state="absent")).changed
+    assert links_of(machine, name)["netns"] is False
     assert not os.path.exists(LAUNCHERS + "/ns-" + name)

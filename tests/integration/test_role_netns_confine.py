@@ -1,0 +1,52 @@
+"""Role paranoid.netconfine.netns_confine on a machine namespace host: the seed's daemon on 10105 as a user.
+
+Same topology as test_netns_service (its fixtures): converge, idempotence, the outside client reaches the daemon
+through the forward only, the daemon's /tmp is private; then the item marked absent leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import yaml
+
+from nchelpers import SYSTEM_PYTHON, ansible_playbook
+from test_netns_service import (LAUNCHERS, OTHER_PORT, PORT, TMP_DAEMON, UPLINK, ask, hosts, links_of,  # noqa: F401
+                                site)
+
+
+def role_play(services):
+    return yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "netns_confine", "ansible.builtin.include_role": {"name": "paranoid.netconfine.netns_confine"},
+         "vars": {"netns_confine_services": services, "netns_confine_backend": "nftables"}}]}], sort_keys=False)
+
+
+def changed_tasks(play, host):
+    return [r.task for r in play.results.get(host, []) if r.changed]
+
+
+def test_role_seed_daemon_idempotent_and_removed(site, make_user):
+    machine, client, name = site
+    user = make_user()
+    entry = pwd.getpwnam(user)
+    script = Path(entry.pw_dir) / "daemon.py"
+    script.write_text(TMP_DAEMON)
+    os.chown(script, entry.pw_uid, entry.pw_gid)
+    item = {"name": name, "subnet": "192.0.2.0/30", "outbound_interface": "m0", "dns": ["192.0.2.53"],
+            "port_forwards": [{"protocol": "tcp", "host_port": PORT}],
+            "service": {"exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user, "start": True}}
+    first = ansible_playbook(role_play([item]), hosts(machine))
+    assert first.rc == 0, first.output
+    assert first.stats[machine]["changed"] == 1, first.output
+    second = ansible_playbook(role_play([item]), hosts(machine))
+    assert second.rc == 0 and second.stats[machine]["changed"] == 0, second.output
+    assert ask(client, UPLINK, PORT) == "uid=%d tmp=True" % entry.pw_uid
+    assert ask(client, UPLINK, OTHER_PORT) == "error ConnectionRefusedError"
+    assert not os.path.exists("/tmp/netconfine-daemon-" + name)
+
+    gone = ansible_playbook(role_play([dict(item, state="absent")]), hosts(machine))
+    assert gone.rc == 0 and gone.stats[machine]["changed"] == 1, gone.output
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
+    assert not os.path.exists(LAUNCHERS + "/ns-" + name)
