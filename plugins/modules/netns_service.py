@@ -121,7 +121,7 @@ options:
     description:
       - Where the daemon may connect, enforced inside the namespace (its C(OUTPUT), through the same engine and
         backend as the host side, in one transaction there). Loopback and replies are allowed; every other new
-        connection is rejected (C(icmp port-unreachable): the daemon sees "connection refused").
+        connection is rejected with C(icmp port-unreachable), so the daemon sees "connection refused".
       - Omit it to leave the namespace's own netfilter alone (everything may go out through NAT). An empty list
         allows loopback only.
     type: list
@@ -335,8 +335,8 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(netns_links.make_state, sysctl_state, netns_netfilter.make_state,
-                                                   netns_launcher.make_state))
+    states = (netns_links.make_state, sysctl_state, netns_netfilter.make_state, netns_launcher.make_state)
+    run_module(ARGUMENT_SPEC, build_policy, states=states)
 
 
 if __name__ == "__main__":

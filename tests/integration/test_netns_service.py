@@ -312,7 +312,6 @@ def test_egress_only_where_declared(site, backend, make_user):
     assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": False}
 
 
-
 # --------------------------------------------------------------------------- the daemon, without systemd
 
 # The daemon of the launcher test: writes a file in its /tmp, then answers each connection with its uid and
