@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from nchelpers import SYSTEM_PYTHON, ansible_playbook
-from test_netns_service import (LAUNCHERS, OTHER_PORT, PORT, TMP_DAEMON, UPLINK, ask, hosts, links_of,  # noqa: F401
-                                site)
+from test_netns_service import LAUNCHERS, OTHER_PORT, PORT, TMP_DAEMON, UPLINK, ask, hosts, links_of
+from test_netns_service import site  # noqa: F401  pylint: disable=unused-import  (a fixture)
 
 
 def role_play(services):
