@@ -14,7 +14,8 @@ import yaml
 
 from nchelpers import SYSTEM_PYTHON, ansible_playbook
 from test_netns_service import LAUNCHERS, OTHER_PORT, PORT, TMP_DAEMON, UPLINK, ask, hosts, links_of
-from test_netns_service import site  # noqa: F401  pylint: disable=unused-import  (a fixture)
+# the site fixture, used by name
+from test_netns_service import site  # noqa: F401 pylint: disable=unused-import
 
 
 def role_play(services):
