@@ -12,7 +12,9 @@ Private to the paranoid.netconfine collection. A task owns:
   out like refpolicy's netfilter skeleton: ``CONNSECMARK --restore`` for
   RELATED/ESTABLISHED first, one ``SECMARK --selctx`` per label, ``CONNSECMARK
   --save`` for NEW last, so replies and related packets carry the label of the
-  packet that opened the connection.
+  packet that opened the connection. INPUT and OUTPUT both restore as soon as
+  anything is labelled (the reply to an outgoing labelled packet comes in
+  through INPUT); FORWARD only has a chain when a label asks for it.
 
 Everything is checked here before anything touches the host, each error
 naming its field; the labels' addresses and ports use owner_rule's parsers.
@@ -144,16 +146,21 @@ def _chains(name, labels, families, ours, types, resolved):
         rules = owner_model.build_rules(spec, where, families, resolved)
         by_direction[direction] += [dataclasses.replace(rule, target=target) for rule in rules]
     chains = []
+    labelled_families = set(r.family for rules in by_direction.values() for r in rules)
     for direction, builtin in DIRECTIONS.items():
-        if not by_direction[direction]:
+        # replies come in the other direction: INPUT and OUTPUT restore the connection's label whenever
+        # anything is labelled, so the reply to a labelled packet carries its label (not unlabeled_t)
+        if not by_direction[direction] and not (labelled_families and direction in ("input", "output")):
             continue
         rules = []
         for family in families:
-            labelled = [r for r in by_direction[direction] if r.family == family]
-            if not labelled:
+            if family not in labelled_families:
                 continue
+            labelled = [r for r in by_direction[direction] if r.family == family]
             rules.append(model.Rule(family, model.ConnSecmark("restore"),
                                     matches=(model.Conntrack(("RELATED", "ESTABLISHED")),)))
+            if not labelled:
+                continue
             rules += labelled
             rules.append(model.Rule(family, model.ConnSecmark("save"), matches=(model.Conntrack(("NEW",)),)))
         chains.append(model.Chain(TABLE, fields.chain_name(name, direction), tuple(rules),

@@ -33,7 +33,7 @@ def test_rendered_needs_no_selinux(netns_host):
     cil = res.result["rendered"]["selinux policy"]
     assert "(allow mozilla_t myhttp_client_packet_t (packet (send recv)))" in cil
     assert "(auditallow domain unlabeled_t (packet (send recv)))" in cil
-    chain = res.result["chains"][0]
+    chain = [c for c in res.result["chains"] if c.startswith("NC-proxy-output-")][0]
     assert ("-A %s -d 192.0.2.80/32 -p tcp -m tcp --dport 80 -j SECMARK --selctx "
             "system_u:object_r:myhttp_client_packet_t:s0" % chain) in res.result["rendered"]["iptables 4"]
     assert res.result["scripts"]["selinux policy"] == "semodule -X 400 -i netconfine_proxy.cil\n"

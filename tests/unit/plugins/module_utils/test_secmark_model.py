@@ -57,18 +57,21 @@ def test_article_cil_is_the_articles_module():
 
 def test_article_chain_is_the_refpolicy_skeleton():
     policy = build_policy(params())
-    (chain,) = policy.chains_for(4)
-    assert chain.table == "mangle" and chain.hook == model.Hook("OUTPUT", "first")
-    assert chain.name.startswith("NC-proxy-output-")
-    assert render_chain(chain) == (
-        "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j CONNSECMARK --restore" % chain.name,
+    out, inp = policy.chains_for(4)
+    assert out.table == "mangle" and out.hook == model.Hook("OUTPUT", "first")
+    assert out.name.startswith("NC-proxy-output-")
+    assert render_chain(out) == (
+        "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j CONNSECMARK --restore" % out.name,
         "-A %s -d 192.0.2.80/32 -p tcp -m tcp --dport 80 -j SECMARK "
-        "--selctx system_u:object_r:myhttp_client_packet_t:s0" % chain.name,
-        "-A %s -m conntrack --ctstate NEW -j CONNSECMARK --save" % chain.name,
+        "--selctx system_u:object_r:myhttp_client_packet_t:s0" % out.name,
+        "-A %s -m conntrack --ctstate NEW -j CONNSECMARK --save" % out.name,
     )
-    # an IPv4 destination: the IPv6 chain exists (owned, hooked) but labels nothing
-    (chain6,) = policy.chains_for(6)
-    assert chain6.rules == ()
+    # the replies come in through INPUT: restored there to the connection's label, not unlabeled_t
+    assert inp.hook == model.Hook("INPUT", "first") and inp.name.startswith("NC-proxy-input-")
+    assert render_chain(inp) == (
+        "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j CONNSECMARK --restore" % inp.name,)
+    # an IPv4 destination only: the IPv6 chains exist (owned, hooked) but hold nothing
+    assert [c.rules for c in policy.chains_for(6)] == [(), ()]
 
 
 def test_directions_get_one_chain_each():
