@@ -71,4 +71,15 @@ options:
     description: Directory of the persisted state and of the C(netconfine-restore) script.
     type: path
     default: /etc/netconfine
+  fail_on_shadowing:
+    description:
+      - Every netfilter layer at a hook sees a packet, and an accept in one never overrides a drop in another.
+        So when the task accepts something, each run reads (never writes) the layers beside the one it writes
+        and reports in C(warnings), naming the table and variant, those that can drop or reject at the same hooks.
+        These are legacy xtables tables (C(iptables-legacy)) beside iptables-nft and the reverse, legacy tables
+        beside the nftables backend, and other nftables tables (firewalld's, Docker's, iptables-nft's) with a
+        C(drop) policy or a drop or reject rule at the same hook.
+      - V(true) turns those warnings into a failure before anything is applied (also in check mode).
+    type: bool
+    default: false
 """

@@ -39,6 +39,7 @@ import os
 import time
 from contextlib import contextmanager
 
+from ansible_collections.paranoid.netconfine.plugins.module_utils import shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError, NotConverged
 
 LOCK_DIR = "/run/netconfine"
@@ -114,13 +115,32 @@ def _read_units(backend, policy):
     return units
 
 
-def converge(policy, backends, check_mode=False, lock_timeout=60, states=()):
+def shadowed_by(policy, backend, layers, fail_on_shadowing=False):
+    """Warnings about other netfilter layers that can drop what ``policy`` accepts (see ``shadowing``).
+
+    Raises NetconfineError (field ``fail_on_shadowing``) instead when ``fail_on_shadowing`` is set.
+    """
+    check = getattr(backend, "shadows", None)
+    if layers is None or check is None or not shadowing.means_to_allow(policy):
+        return []
+    warnings = check(policy, layers)
+    if warnings and fail_on_shadowing:
+        raise NetconfineError(
+            "other netfilter layers can drop what this task accepts, and fail_on_shadowing is set; nothing was "
+            "changed:\n- %s" % "\n- ".join(warnings), "fail_on_shadowing", shadowing=warnings)
+    return warnings
+
+
+def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), layers=None, fail_on_shadowing=False):
     """Bring what ``policy`` owns to its declared state. Returns the result dict.
 
     ``backends``: netfilter backends, the one to converge with first (the others clean up after a
     backend switch); ``states``: seams for ``policy.resources`` (see the module docstring).
+    ``layers`` (a ``shadowing.Layers``) lets the first backend report, in ``warnings``, the layers beside it
+    that can still drop what the policy accepts; ``fail_on_shadowing`` fails instead, before applying.
     """
     with host_lock(lock_timeout):
+        warnings = shadowed_by(policy, backends[0], layers, fail_on_shadowing)
         netfilter = []
         for index, backend in enumerate(backends):
             wanted = policy if index == 0 else dataclasses.replace(policy, present=False)
@@ -142,6 +162,8 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=()):
             "rendered": dict((u.label, owned_text(u.desired)) for u in units if u.backend in shown),
             "scripts": dict((u.label, u.script) for u in pending if u.backend in shown or u.backend in backends),
         }
+        if warnings:
+            result["warnings"] = warnings
         if check_mode or not pending:
             return result
         applied = []

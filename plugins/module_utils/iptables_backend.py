@@ -15,11 +15,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import nf_netlink
+from ansible_collections.paranoid.netconfine.plugins.module_utils import nf_netlink, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import CHAIN_PREFIX
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import (
@@ -408,6 +409,42 @@ class IptablesBackend:
             for chain, line, _p in owned.jumps:
                 rules = tables[table].chain_rules(chain)
                 out[(table, chain, line)] = rules.index(line) + 1
+        return out
+
+    def variant(self, family):
+        """``nf_tables`` or ``legacy``: the kernel layer this family's iptables-restore writes.
+
+        Debian's alternatives end in ``xtables-nft-multi`` or ``xtables-legacy-multi``; anything else is
+        asked (``iptables-save --version`` prints ``(nf_tables)`` or ``(legacy)``)."""
+        save = self.bins[family][0]
+        real = os.path.basename(os.path.realpath(save))
+        if "legacy" in real:
+            return "legacy"
+        if "nft" in real:
+            return "nf_tables"
+        rc, out, err = self.run([save, "--version"])
+        return "legacy" if "legacy" in (out or "") + (err or "") else "nf_tables"
+
+    def shadows(self, policy, layers):
+        """Warnings about layers beside ours that can drop what the policy accepts.
+
+        iptables-nft: legacy xtables tables, and nftables tables that are not iptables-nft's own
+        (those iptables-save already shows). iptables-legacy: every nftables table."""
+        builtins = shadowing.hooked_builtins(policy)
+        hooks = [shadowing.NFT_HOOK_OF[b] for b in builtins]
+        families = [f for f in policy.families if self.bins.get(f)]
+        by_variant = {"nf_tables": [], "legacy": []}
+        for family in families:
+            by_variant[self.variant(family)].append(family)
+        out = shadowing.legacy_warnings(layers, by_variant["nf_tables"], builtins, "iptables-nft")
+        if families:
+            items = layers.nft_ruleset()
+            if by_variant["nf_tables"]:
+                out += shadowing.describe_nft(shadowing.nft_deciders(
+                    items, by_variant["nf_tables"], hooks, skip=shadowing.xtables_skip(items)), "iptables-nft's table")
+            if by_variant["legacy"]:
+                out += shadowing.describe_nft(shadowing.nft_deciders(items, by_variant["legacy"], hooks),
+                                              "iptables-legacy's table")
         return out
 
     # ---------------------------------------------------------- helpers

@@ -18,9 +18,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, persistence
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, persistence, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
-from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
+from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend, parse_save
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.selinux_store import SelinuxStore
 from ansible_collections.paranoid.netconfine.plugins.module_utils.sysctl_state import SysctlState
@@ -34,6 +34,7 @@ COMMON_ARGS = dict(
     xtables_wait=dict(type="int", default=10),
     persist=dict(type="bool", default=True),
     persist_dir=dict(type="path", default=persistence.PERSIST_DIR),
+    fail_on_shadowing=dict(type="bool", default=False),
 )
 
 
@@ -87,6 +88,13 @@ def choose_backends(module, run, order=AUTO_ORDER):
         raise NetconfineError("backend %s is not available on this host%s" % (wanted, why.get(wanted, "")),
                               "backend")
     return chosen + [b for b in usable if b.name != wanted]
+
+
+def layers(module, run):
+    """What the task reads (never writes) of the other netfilter layers, to warn about shadowing."""
+    return shadowing.Layers(run, parse_save, nft=module.get_bin_path("nft"),
+                            legacy_save={4: module.get_bin_path("iptables-legacy-save"),
+                                         6: module.get_bin_path("ip6tables-legacy-save")})
 
 
 def _installed(backend):
@@ -157,7 +165,8 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
             persisted = persist_state(module, [chosen[0]] + [s for s in seams if getattr(s, "persistent", False)])
             result = engine.converge(policy, chosen, check_mode=module.check_mode,
                                      lock_timeout=module.params["lock_timeout"],
-                                     states=seams + ([persisted] if persisted else []))
+                                     states=seams + ([persisted] if persisted else []), layers=layers(module, run),
+                                     fail_on_shadowing=module.params["fail_on_shadowing"])
             if persisted:
                 result["persisted"] = {"dir": persisted.task_dir(), "boot": (
                     "systemd unit %s" % persistence.UNIT_NAME if persisted.unit_dir else
@@ -165,6 +174,8 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                     % module.params["persist_dir"])}
     except NetconfineError as exc:
         module.fail_json(msg=str(exc), field=exc.field, **exc.details)
+    for warning in result.pop("warnings", ()):
+        module.warn(warning)
     result["chains"] = sorted(policy.chain_names)
     if policy.resolved:
         result["resolved"] = policy.resolved

@@ -14,8 +14,9 @@ kernel commits as one transaction, so a failure anywhere leaves the ruleset
 as it was. We read with ``nft -j list table inet netconfine`` and compare
 normalised JSON (``nft_render.normalise``), never nft's human output.
 
-Nothing outside our table is ever read, written or named: Docker's,
-firewalld's and iptables-nft's tables are left byte-identical.
+Nothing outside our table is ever written or named in a batch: Docker's,
+firewalld's and iptables-nft's tables are left byte-identical. They are only
+read (``shadows``) to warn about drops there that override our accepts.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -27,7 +28,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import nft_render, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import TABLE, TABLE_FAMILY, TABLE_NAME
 
@@ -387,6 +388,15 @@ class NftablesBackend:
             raise NetconfineError(
                 "nft rejected the change, nothing was applied (rc=%d): %s" % (rc, (err or out).strip()),
                 "backend", command=" ".join(argv), stdin=script, stderr=err)
+
+    def shadows(self, policy, layers):
+        """Warnings about layers beside our table that can drop what the policy accepts: other nftables
+        tables at the same hooks (iptables-nft's included) and legacy xtables tables."""
+        builtins = shadowing.hooked_builtins(policy)
+        hooks = [shadowing.NFT_HOOK_OF[b] for b in builtins]
+        out = shadowing.describe_nft(shadowing.nft_deciders(layers.nft_ruleset(), policy.families, hooks,
+                                                            skip=(TABLE,)), "table %s" % TABLE)
+        return out + shadowing.legacy_warnings(layers, policy.families, builtins, "nftables")
 
     def _cgroup2_hidden(self):
         return bool(self.unshare) and not os.path.exists(os.path.join(self.cgroup_root, "cgroup.controllers"))
