@@ -12,10 +12,36 @@ __metaclass__ = type
 
 import grp
 import pwd
+from contextlib import contextmanager
 from functools import lru_cache
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import fields
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+
+# Stands for a user or group that does not exist yet, in check mode only: the largest 32-bit id, which the
+# kernel never gives an account (it is (uid_t)-1, "no id") and fields.id_range refuses as input, so a
+# rule holding it never equals one in the kernel and the task predicts a change.
+PENDING_ID = 4294967295
+_pending = []   # a stack: the warning lists of the active pending_accounts(True) blocks
+
+
+@contextmanager
+def pending_accounts(enabled):
+    """In check mode (``enabled``), let an unknown user or group name stand for one an earlier task creates.
+
+    Yields the list of warnings collected meanwhile ("rules[0].uid_owner: user 'alice' does not exist yet;
+    ..."); the name resolves to PENDING_ID. Outside it (real runs) an unknown name stays an error.
+    """
+    if not enabled:
+        yield []
+        return
+    collected = []
+    _pending.append(collected)
+    try:
+        yield collected
+    finally:
+        _pending.pop()
 
 
 def _ids(value, field, lookup, kind):
@@ -30,7 +56,12 @@ def _ids(value, field, lookup, kind):
     try:
         ident = lookup(raw)
     except KeyError:
-        raise NetconfineError("unknown %s %r on this host" % (kind, raw), field)
+        if not _pending:
+            raise NetconfineError("unknown %s %r on this host" % (kind, raw), field)
+        _pending[-1].append("%s: %s %r does not exist yet; assuming an earlier task creates it (check mode: the "
+                            "rules show id %d in its place, and the real run fails if it still does not exist)"
+                            % (field, kind, raw, PENDING_ID))
+        ident = PENDING_ID
     return (ident, ident), negate
 
 

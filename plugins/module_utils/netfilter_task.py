@@ -18,7 +18,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, persistence, shadowing
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, identity, persistence, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend, parse_save
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
@@ -147,7 +147,9 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
     spec.update(argument_spec)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kwargs)
     try:
-        policy = build_policy(module.params)
+        # check mode: a user or group an earlier task creates (and check mode did not) is a warning, not an error
+        with identity.pending_accounts(module.check_mode) as pending:
+            policy = build_policy(module.params)
         run = _runner(module)
         if module.params["state"] == "rendered":
             wanted = module.params["backend"]
@@ -174,7 +176,7 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                     % module.params["persist_dir"])}
     except NetconfineError as exc:
         module.fail_json(msg=str(exc), field=exc.field, **exc.details)
-    for warning in result.pop("warnings", ()):
+    for warning in list(pending) + result.pop("warnings", []):
         module.warn(warning)
     result["chains"] = sorted(policy.chain_names)
     if policy.resolved:

@@ -93,6 +93,9 @@ options:
         description:
           - User name, numeric uid or uid range (V(1000-1999)) of the socket owner.
           - Prefix with V(!) to negate. An unknown user name is an error, and nothing is changed.
+          - In check mode only, an unknown name is a warning instead (it does not exist yet; an earlier task
+            such as M(ansible.builtin.user) is assumed to create it), and the task predicts a change. The same
+            holds for group names in O(rules[].gid_owner).
         type: str
       gid_owner:
         description:

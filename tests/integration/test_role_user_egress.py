@@ -132,11 +132,12 @@ def test_seed_scenarios_noinet_ping_for_one_user_and_root_logged(
         {"name": "log-root", "users": ["root"], "jump": "LOG", "log_prefix": "root-egress: "},
     ]
 
-    # check mode: the group would be created; the rules cannot be resolved yet and are skipped.
+    # check mode: the group would be created; owner_rule warns that it does not exist yet and predicts a change.
     result = converge(ns, policies, check=True, user_egress_backend=backend)
     groups = [r for r in result.results[ns] if r.action == GROUP]
     assert groups and groups[-1].changed, result.output
-    assert [r.status for r in owner_rule_results(result, ns)] == ["skipped"], result.output
+    (res,) = owner_rule_results(result, ns)
+    assert res.changed and f"group '{noinet}' does not exist yet" in " ".join(res.result["warnings"]), res.result
     assert not group_exists(noinet)
     assert nothing_owned(ns)
 
@@ -280,3 +281,80 @@ def test_bad_variables_fail_argument_validation_naming_the_variable(netns_host, 
     assert not owner_rule_results(result, netns_host)
     assert not [r for r in result.results[netns_host] if r.action == GROUP]
     assert nothing_owned(netns_host)
+
+
+README_PLAY = """
+- name: Egress by user and group
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Egress policies
+      ansible.builtin.import_role:
+        name: paranoid.netconfine.user_egress
+      vars:
+        user_egress_backend: "{{ backend }}"
+        user_egress_policies:
+          - name: noinet
+            groups: ["{{ noinet }}"]
+            create_group: true
+            jump: REJECT
+          - name: ping-vagrant
+            users: ["{{ vagrant }}"]
+            protocol: icmp
+            icmp_type: echo-request
+            jump: ACCEPT
+          - name: no-ping-for-others
+            protocol: icmp
+            icmp_type: echo-request
+            jump: REJECT
+          - name: log-root
+            users: [root]
+            jump: LOG
+            log_prefix: "root-egress: "
+            limit: 10/min
+
+    - name: alice may switch to the noinet group with sg (the role created the group)
+      ansible.builtin.user:
+        name: "{{ alice }}"
+        groups: ["{{ noinet }}"]
+        append: true
+"""
+
+
+@BACKENDS
+def test_readme_example_under_check_mode_on_a_fresh_host_then_for_real(egress_host, make_user, connect_script,
+                                                                       cleanup, backend):
+    """Issue 16.3: the group (and the user) an earlier task creates do not exist in check mode."""
+    ns = egress_host
+    noinet, alice = new_name("_"), new_name("_")        # created by the play itself
+    cleanup.callback(account, "groupdel", noinet, check=False)
+    cleanup.callback(account, "userdel", "-r", alice, check=False)
+    names = {"backend": backend, "noinet": noinet, "alice": alice, "vagrant": make_user()}
+
+    check = ansible_playbook(README_PLAY, [ns], extra_vars=names, check=True, diff=True)
+    assert check.rc == 0, check.output
+    (res,) = owner_rule_results(check, ns)
+    assert res.changed and not res.failed, res.result
+    assert res.result["warnings"] == [
+        f"rules[0].gid_owner: group '{noinet}' does not exist yet; assuming an earlier task creates it (check "
+        "mode: the rules show id 4294967295 in its place, and the real run fails if it still does not exist)"]
+    assert not group_exists(noinet) and nothing_owned(ns)              # check mode changed nothing
+
+    real = ansible_playbook(README_PLAY, [ns], extra_vars=names)
+    assert real.rc == 0, real.output
+    (res,) = owner_rule_results(real, ns)
+    assert res.changed and not res.result.get("warnings"), res.result
+    again = ansible_playbook(README_PLAY, [ns], extra_vars=names, check=True)
+    assert again.rc == 0 and again.stats[ns]["changed"] == 0, again.output
+    assert not owner_rule_results(again, ns)[0].result.get("warnings")
+    got = sg_run(ns, alice, noinet, f"{SYSTEM_PYTHON} {connect_script} 127.0.0.1 8080")
+    assert got.stdout.strip() == "refused", got.stdout + got.stderr
+    assert connect_as(ns, alice, "::1", 8080)
+
+    # a real run still fails hard on a name that nothing creates, and changes nothing
+    account("groupdel", noinet)
+    failed = ansible_playbook(README_PLAY.replace("create_group: true", "create_group: false"), [ns],
+                              extra_vars=names)
+    assert failed.rc != 0, failed.output
+    (res,) = owner_rule_results(failed, ns)
+    assert res.failed and res.result["field"] == "rules[0].gid_owner" and "unknown group" in res.msg, res.result

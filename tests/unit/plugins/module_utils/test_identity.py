@@ -88,3 +88,27 @@ def test_group_members_primary_and_supplementary(accounts, gids, expected):
 
 def test_group_members_of_real_root_group():
     assert 0 in identity.group_members((0, 0))
+
+
+def test_check_mode_lets_an_unknown_name_stand_for_an_account_an_earlier_task_creates():
+    with identity.pending_accounts(True) as pending:
+        assert identity.uid("!" + MISSING, FIELD) == ((identity.PENDING_ID,) * 2, True)
+        assert identity.gid(MISSING, "rules[2].gid_owner") == ((identity.PENDING_ID,) * 2, False)
+        assert identity.uid("root", FIELD) == ((0, 0), False)
+    assert pending == [
+        "%s: user %r does not exist yet; assuming an earlier task creates it (check mode: the rules show id "
+        "4294967295 in its place, and the real run fails if it still does not exist)" % (FIELD, MISSING),
+        "rules[2].gid_owner: group %r does not exist yet; assuming an earlier task creates it (check mode: the "
+        "rules show id 4294967295 in its place, and the real run fails if it still does not exist)" % MISSING]
+    # the placeholder can never be typed in, so it never equals a rule in the kernel
+    with pytest.raises(NetconfineError):
+        identity.uid(str(identity.PENDING_ID), FIELD)
+
+
+def test_real_runs_keep_failing_hard_on_an_unknown_name():
+    with identity.pending_accounts(False) as pending:
+        with pytest.raises(NetconfineError, match="unknown user"):
+            identity.uid(MISSING, FIELD)
+    assert pending == []
+    with pytest.raises(NetconfineError, match="unknown group"):   # and after a check-mode block
+        identity.gid(MISSING, FIELD)
