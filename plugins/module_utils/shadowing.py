@@ -166,12 +166,10 @@ def _statements(value):
     if isinstance(value, dict):
         yield value
         for inner in value.values():
-            for found in _statements(inner):
-                yield found
+            yield from _statements(inner)
     elif isinstance(value, list):
         for inner in value:
-            for found in _statements(inner):
-                yield found
+            yield from _statements(inner)
 
 
 def nft_deciders(items, families, hooks, skip=()):

@@ -71,14 +71,14 @@ def _ruleset(*tables):
     return items
 
 
+VMAP = {"key": {"meta": {"key": "skuid"}}, "data": {"set": [[0, {"accept": None}], [1, {"drop": None}]]}}
 OUT = {"type": "filter", "hook": "output", "prio": 10, "policy": "accept"}
 RULESET = _ruleset(
     ("inet", "fw", [("out", OUT, [[{"jump": {"target": "deny"}}]]), ("deny", {}, [[{"drop": None}]])]),
     ("inet", "netconfine", [("filter_output", dict(OUT, prio=-1), [[{"drop": None}]])]),
     ("ip", "filter", [("OUTPUT", dict(OUT, prio=0), [[{"xt": {"type": "target", "name": "REJECT"}}]])]),
     ("ip6", "v6only", [("out", dict(OUT, policy="drop"), [])]),
-    ("inet", "vmap", [("out", OUT, [[{"vmap": {"key": {"meta": {"key": "skuid"}},
-                                                 "data": {"set": [[0, {"accept": None}], [1, {"drop": None}]]}}}]])]),
+    ("inet", "vmap", [("out", OUT, [[{"vmap": VMAP}]])]),
     ("inet", "loop", [("out", OUT, [[{"jump": {"target": "a"}}]]), ("a", {}, [[{"goto": {"target": "out"}}]])]),
     ("inet", "accepts", [("out", OUT, [[{"accept": None}]])]),
     ("inet", "input", [("in", dict(OUT, hook="input"), [[{"drop": None}]])]),
@@ -146,8 +146,8 @@ def test_iptables_nft_skips_its_own_tables_and_legacy_reports_every_nft_table(tm
                               proc={4: str(tmp_path / "none"), 6: str(tmp_path / "none")})
     backend = IptablesBackend(FakeRun(), {4: ("/sbin/iptables-save", "/sbin/iptables-restore"), 6: None})
     monkeypatch.setattr(backend, "variant", lambda family: "nf_tables")
-    tables = [w.split(",")[0] for w in backend.shadows(model.Policy("t", policy(ACCEPT).chains, families=(4,)),
-                                                        layers)]
+    v4 = model.Policy("t", policy(ACCEPT).chains, families=(4,))
+    tables = [w.split(",")[0] for w in backend.shadows(v4, layers)]
     assert tables == ["nftables table inet fw", "nftables table inet netconfine", "nftables table inet vmap"]
     monkeypatch.setattr(backend, "variant", lambda family: "legacy")
     warnings = backend.shadows(model.Policy("t", policy(ACCEPT).chains, families=(4,)), layers)
