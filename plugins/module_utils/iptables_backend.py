@@ -32,6 +32,7 @@ NFT_FAMILY = {4: "ip", 6: "ip6"}     # the nf_tables family iptables-nft keeps e
 # A chain of ours in an iptables-nft table this backend created: the kernel's own record that the table
 # was not there before us, so that it goes again once empty (never a table that existed before us).
 MADE_TABLE = "NC-made-this-table"
+_JUMP_TO = re.compile(r" -[jg] (\S+)$")
 _TAG_OF = re.compile(r'--comment "?netconfine:([^" ]+)"? ')
 
 
@@ -96,6 +97,25 @@ def parse_save(text):
             tables[name] = Table(name, tuple(policies), tuple((c, tuple(rules[c])) for c in order))
             name = None
     return tables
+
+
+def reachable(table, names):
+    """``names`` plus every ``NC-`` chain of ``table`` that the owned chains jump to, transitively.
+
+    An owned chain's whole content is ours, so what it jumps to is ours too: a helper chain
+    that is no longer declared (a guest removed from a task's list) is found here and deleted.
+    """
+    rules = dict(table.rules)
+    found, todo = set(), [n for n in names if n in rules]
+    found.update(names)
+    while todo:
+        for line in rules.get(todo.pop(), ()):
+            match = _JUMP_TO.search(line)
+            if match and match.group(1).startswith(CHAIN_PREFIX) and match.group(1) in rules \
+                    and match.group(1) not in found:
+                found.add(match.group(1))
+                todo.append(match.group(1))
+    return frozenset(found)
 
 
 def _placement(rules, line, position):
@@ -214,11 +234,11 @@ class IptablesBackend:
 
     def owned(self, tables, policy, family):
         """What the kernel holds of this task, per table."""
-        names = policy.chain_names
         positions = dict((c.name, c.hook.position) for c in policy.chains if c.hook)
         hooks = dict((c.name, c.hook.builtin) for c in policy.chains if c.hook)
         out = {}
         for table in tables.values():
+            names = reachable(table, policy.chain_names)
             entry = {"chains": [], "jumps": [], "policies": []}
             for chain, rules in table.rules:
                 if chain in names:
@@ -270,11 +290,12 @@ class IptablesBackend:
                     continue
                 count = tables[table].chain_rules(chain).count(line)
                 lines += ["-D" + line[2:]] * count
-            # 2. (re)define changed chains: declaring an owned chain flushes it in the same commit
-            for name, rules in want.chains:
-                if cur_chains.get(name) != rules:
-                    lines.append(":%s - [0:0]" % name)
-                    lines.extend(rules)
+            # 2. (re)define changed chains: declaring an owned chain flushes it in the same commit; declare
+            #    them all before the first rule, since owned chains may jump to each other
+            redefined = [(name, rules) for name, rules in want.chains if cur_chains.get(name) != rules]
+            lines += [":%s - [0:0]" % name for name, _rules in redefined]
+            for _name, rules in redefined:
+                lines.extend(rules)
             # 3. hook
             for chain, line, position in want.jumps:
                 if (chain, line) in keep:
@@ -287,8 +308,8 @@ class IptablesBackend:
                 else:
                     lines.append("-I %s 1 %s" % (chain, spec))
             # 4. drop chains no longer owned (flush first: nf_tables refuses to delete a referenced chain)
-            for name in doomed:
-                lines += [":%s - [0:0]" % name, "-X %s" % name]
+            lines += [":%s - [0:0]" % name for name in doomed]
+            lines += ["-X %s" % name for name in doomed]
             # 5. managed built-in policies
             for chain, verdict in want.policies:
                 if (chain, verdict) not in cur.policies:

@@ -86,6 +86,18 @@ def _cgroup(m):
     return "-m cgroup %s--path %s" % (_neg(m.negate), quote(m.path))
 
 
+def _physdev(m):
+    # libxt_physdev prints --physdev-in, --physdev-out, then --physdev-is-bridged
+    out = "-m physdev"
+    if m.in_port is not None:
+        out += " --physdev-in %s" % m.in_port
+    if m.out_port is not None:
+        out += " --physdev-out %s" % m.out_port
+    if m.is_bridged:
+        out += " --physdev-is-bridged"
+    return out
+
+
 def _conntrack(m):
     return "-m conntrack --ctstate %s" % ",".join(m.states)
 
@@ -108,6 +120,7 @@ MATCHES = {
     model.Owner: _owner,
     model.Cgroup: _cgroup,
     model.Conntrack: _conntrack,
+    model.Physdev: _physdev,
     model.Limit: _limit,
     model.Comment: _comment,
 }

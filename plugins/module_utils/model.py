@@ -84,6 +84,19 @@ class Cgroup:
 
 
 @dataclass(frozen=True)
+class Physdev:
+    """Bridge port of a bridged packet (``-m physdev``; needs br_netfilter and bridge-nf-call-ip(6)tables=1).
+
+    ``in_port``: the port the frame entered the bridge by (FORWARD, INPUT); ``out_port`` the
+    port it leaves by (FORWARD only, with ``is_bridged``: the kernel refuses ``--physdev-out``
+    in OUTPUT, where the port is not known yet).
+    """
+    in_port: Optional[str] = None
+    out_port: Optional[str] = None
+    is_bridged: bool = False
+
+
+@dataclass(frozen=True)
 class Conntrack:
     states: Tuple[str, ...]
 

@@ -457,3 +457,35 @@ def test_the_netlink_batch_deletes_non_recursively_in_one_transaction():
     assert b"filter\0" in data and b"OUTPUT\0" in data and M.encode() + b"\0" in data
     only_chain, seqs = nf_netlink.batch(4, "mangle", [M], with_table=False)
     assert seqs == [2] and struct.unpack_from("=B", only_chain, 20 + 16)[0] == 2   # ip
+def _helper_policy(helpers):
+    """A task whose hooked chain jumps to helper chains (as uml_bridge_filter's per-guest chains)."""
+    main = fields.chain_name("br", "forward")
+    names = [fields.chain_name("br", h) for h in helpers]
+    chains = [model.Chain("filter", main, tuple(model.Rule(4, model.Jump(n)) for n in names), model.Hook("FORWARD"))]
+    chains += [model.Chain("filter", n, (model.Rule(4, model.Verdict("DROP")),)) for n in names]
+    return model.Policy("br", tuple(chains), (4,)), main, names
+
+
+def test_script_declares_every_changed_chain_before_the_first_rule():
+    backend = IptablesBackend(Recorder(), {4: ("s", "r")})
+    pol, main, names = _helper_policy(["b", "a"])
+    script = backend.script({}, {}, backend.render(pol, 4)).splitlines()
+    declared = [i for i, line in enumerate(script) if line.startswith(":")]
+    first_rule = min(i for i, line in enumerate(script) if line.startswith("-A "))
+    assert len(declared) == 3 and max(declared) < first_rule, script
+
+
+def test_owned_follows_jumps_to_helper_chains_no_longer_declared_and_script_deletes_them():
+    backend = IptablesBackend(Recorder(), {4: ("s", "r")})
+    before, main, names = _helper_policy(["keep", "gone"])
+    tables = parse_save(save(filter_table(
+        '-A FORWARD -m comment --comment "netconfine:br" -j %s' % main,
+        "-A %s -j %s" % (main, names[0]), "-A %s -j %s" % (main, names[1]),
+        "-A %s -j DROP" % names[0], "-A %s -j DROP" % names[1], "-A FOREIGN -j NC-foreign-00000000",
+        chains=[main] + names + ["FOREIGN", "NC-foreign-00000000"])))
+    after, _main, _names = _helper_policy(["keep"])
+    current = backend.owned(tables, after, 4)
+    assert sorted(n for n, _r in current["filter"].chains) == sorted([main] + names)
+    script = backend.script(tables, current, backend.render(after, 4)).splitlines()
+    assert script.index(":%s - [0:0]" % names[1]) < script.index("-X %s" % names[1])
+    assert "-X %s" % names[0] not in script and "NC-foreign-00000000" not in "\n".join(script)
