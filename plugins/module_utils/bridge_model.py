@@ -88,7 +88,7 @@ def build_policy(params, sys_class_net=SYS_CLASS_NET):
 
     chains = _chains(name, bridge, guests, families, log_prefix, limit)
     resources = tuple(model.Sysctl(SYSCTL_OF_FAMILY[f], "1", module="br_netfilter", field="bridge")
-                      for f in families)
+                      for f in families) + (_ether_filter(name, guests, log_prefix, limit),)
     return model.Policy(name=name, chains=chains, families=families, present=state != "absent",
                         resources=resources, resolved=resolved)
 
@@ -138,7 +138,7 @@ def _guests(raw_guests, log_prefix, resolved):
         if gname in names:
             raise NetconfineError("guest %r is already declared as guests[%d]" % (gname, names[gname]), field("name"))
         names[gname] = i
-        for word in ("spoof", "rogue", "drop"):
+        for word in ("spoof", "rogue", "drop", "l2"):
             prefix = "%s%s %s: " % (log_prefix, word, gname)
             if len(prefix) > LOG_PREFIX_MAX:
                 raise NetconfineError("makes the log prefix %r %d characters long, at most %d fit; shorten the "
@@ -199,8 +199,8 @@ def _service(raw, kind, where, resolved):
     key = ADDRESS_KEY[kind]
     other = "to" if key == "from" else "from"
     if raw.get(other) is not None:
-        raise NetconfineError("%s takes %r (%s), not %r" % (kind, key, "who may connect" if key == "from"
-                                                             else "where to", other), field(other))
+        meaning = "who may connect" if key == "from" else "where to"
+        raise NetconfineError("%s takes %r (%s), not %r" % (kind, key, meaning, other), field(other))
     nets = None
     if raw.get(key) is not None:
         nets, negate, found = fields.addresses(raw[key], field(key))
@@ -346,6 +346,17 @@ def _chains(name, bridge, guests, families, log_prefix, limit):
         chains.append(model.Chain("filter", chain_name("output"), _by_family(outbound, families),
                                   model.Hook("OUTPUT")))
     return tuple(chains + helpers)
+
+
+def _ether_filter(name, guests, log_prefix, limit):
+    """L2 anti-spoofing (ebtables) for the guests with a MAC: frame source MAC, ARP sender MAC and IP."""
+    guards = tuple(model.EtherGuard(
+        chain=fields.chain_name(name, "l2 %s" % g.name), drop_chain=fields.chain_name(name, "l2drop %s" % g.name),
+        port=g.port, mac=g.mac,
+        arp_sources=tuple(n for n in g.addresses if n.version == 4),
+        log_prefix="%sl2 %s: " % (log_prefix, g.name), limit=limit, field="guests[%d].mac" % g.index)
+        for g in guests if g.mac)
+    return model.EtherFilter(fields.chain_name(name, "l2"), guards)
 
 
 def _by_family(rules, families):

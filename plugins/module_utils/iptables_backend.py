@@ -174,6 +174,8 @@ class IptablesBackend:
     """Reader and script writer for iptables (nf_tables or legacy variant)."""
 
     name = "iptables"
+    # how a restore script declares (and so flushes) an owned chain; ebtables wants a policy there
+    CHAIN_DECL = ":%s - [0:0]"
 
     def __init__(self, run, bins, wait=10, nft=None):
         """``run(argv, data=None) -> (rc, out, err)``; ``bins[family]`` = (save, restore) paths or None;
@@ -293,7 +295,7 @@ class IptablesBackend:
             # 2. (re)define changed chains: declaring an owned chain flushes it in the same commit; declare
             #    them all before the first rule, since owned chains may jump to each other
             redefined = [(name, rules) for name, rules in want.chains if cur_chains.get(name) != rules]
-            lines += [":%s - [0:0]" % name for name, _rules in redefined]
+            lines += [self.CHAIN_DECL % name for name, _rules in redefined]
             for _name, rules in redefined:
                 lines.extend(rules)
             # 3. hook
@@ -308,7 +310,7 @@ class IptablesBackend:
                 else:
                     lines.append("-I %s 1 %s" % (chain, spec))
             # 4. drop chains no longer owned (flush first: nf_tables refuses to delete a referenced chain)
-            lines += [":%s - [0:0]" % name for name in doomed]
+            lines += [self.CHAIN_DECL % name for name in doomed]
             lines += ["-X %s" % name for name in doomed]
             # 5. managed built-in policies
             for chain, verdict in want.policies:

@@ -254,6 +254,34 @@ class InsideNetns:
     policy: object
 
 
+@dataclass(frozen=True)
+class EtherGuard:
+    """L2 anti-spoofing of one bridge port (ebtables chain ``chain``).
+
+    Frames entering the bridge from ``port`` must carry source MAC ``mac``; ARP from it must
+    name ``mac`` as sender hardware address and one of ``arp_sources`` (IPv4 networks) or
+    0.0.0.0 (an RFC 5227 probe) as sender IP. Everything else goes to ``drop_chain``: logged
+    (``log_prefix``, rate ``limit``) and dropped. ``field`` names the option in errors (``guests[1].mac``).
+    """
+    chain: str
+    port: str
+    mac: str
+    arp_sources: Tuple[object, ...]
+    log_prefix: str
+    limit: Limit
+    drop_chain: str = ""       # the guard's log-and-drop chain
+    field: str = "mac"
+
+
+@dataclass(frozen=True)
+class EtherFilter:
+    """The bridge-family (ebtables) part of a task: chain ``chain`` hooked first from FORWARD and INPUT,
+    dispatching to one ``EtherGuard`` per port. Handled by ``ebtables_state.EbtablesState``; with no
+    guards the task owns nothing there (and what it owned is removed)."""
+    chain: str
+    guards: Tuple[EtherGuard, ...] = ()
+
+
 # ---------------------------------------------------------------- structure
 
 @dataclass(frozen=True)

@@ -107,8 +107,11 @@ options:
         required: true
       mac:
         description:
-          - The guest's MAC address (unicast). Accepted and validated; L2 (MAC and ARP) anti-spoofing is not
-            implemented yet.
+          - The guest's MAC address (unicast). With it, L2 anti-spoofing through C(ebtables) (chains of ours,
+            hooked first from the bridge's C(FORWARD) and C(INPUT)). Frames from O(guests[].port) with another
+            source MAC are dropped. ARP whose sender MAC is not this one, or whose sender IP is none of the
+            guest's IPv4 addresses (C(0.0.0.0) probes excepted), is dropped, so the guest cannot poison another
+            guest's or the host's ARP cache. Both are logged first (prefix C(l2 GUEST:)).
         type: str
       allow_dhcp_server:
         description: Let the guest send DHCP (UDP source port 67) and DHCPv6 (547) server replies.
@@ -240,6 +243,7 @@ field:
 """
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils.bridge_model import build_policy
+from ansible_collections.paranoid.netconfine.plugins.module_utils.ebtables_state import ebtables_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, sysctl_state
 
 SERVICE_OPTIONS = {
@@ -273,7 +277,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state,))
+    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state, ebtables_state))
 
 
 if __name__ == "__main__":

@@ -280,3 +280,79 @@ def test_hostile_input_names_the_field_and_changes_nothing(lab):
         failed = bridge_filter(lab.host, bad, expect_failure=True)
         assert failed.result.get("field") == field, failed.play
         assert saved(lab.host) == state, field
+
+
+# --------------------------------------------------------------------------- L2 anti-spoofing (mac)
+
+MACS = {"dns": "52:54:00:00:00:21", "www": "52:54:00:00:00:22", "up": "52:54:00:00:00:23"}
+
+
+def neigh_mac(ns: str, address: str) -> str | None:
+    for entry in yaml.safe_load(run("ip", "-j", "neigh", "show", address, ns=ns).stdout or "[]"):
+        return entry.get("lladdr")
+    return None
+
+
+def forge_arp(lab, victim: str) -> None:
+    """From www: gratuitous ARP (request and reply) claiming ``victim``'s IPv4 address with www's MAC."""
+    address = lab.ip4[victim]
+    for mode in ("-U", "-P"):
+        run("arping", "-q", "-c", "2", "-w", "1", mode, "-S", address, "-i", "eth0", address,
+            ns=lab.ns["www"], check=False)
+
+
+def l2_drops(ns: str, chain_prefix: str) -> int:
+    out = run("ebtables-save", "-c", ns=ns).stdout
+    counts = [int(m.group(1)) for m in re.finditer(r"^\[(\d+):\d+\] -A (%s\S*) -j DROP$" % re.escape(chain_prefix),
+                                                   out, re.M)]
+    assert counts, out
+    return sum(counts)
+
+
+def test_l2_changed_mac_and_forged_arp_are_dropped_no_cache_is_poisoned(lab, cleanup):
+    for name, mac in MACS.items():
+        run("ip", "-n", lab.ns[name], "link", "set", "eth0", "address", mac)
+    serve(cleanup, lab.ns["dns"], 53, 22)
+    serve(cleanup, lab.ns["up"], 80)
+    # control: without L2 rules a forged ARP poisons the uplink's and the host's caches
+    assert reach(lab.ns["up"], lab.ip4["dns"], 53) == "connected"
+    assert reach(lab.host, lab.ip4["dns"], 53) == "connected"
+    assert neigh_mac(lab.ns["up"], lab.ip4["dns"]) == MACS["dns"]
+    forge_arp(lab, "dns")
+    assert neigh_mac(lab.ns["up"], lab.ip4["dns"]) == MACS["www"], "control: the forged ARP did not poison"
+    for ns in (lab.ns["up"], lab.host):
+        run("ip", "neigh", "flush", "dev", "eth0" if ns != lab.host else "br0", ns=ns)
+
+    args = seed_args(lab)
+    for guest in args["guests"]:
+        guest["mac"] = MACS[guest["name"]]
+    applied = bridge_filter(lab.host, args, diff=True)
+    assert applied.changed and "# ebtables bridge" in applied.result["diff"]["after"]
+    assert not bridge_filter(lab.host, args, check=True).changed
+    assert not bridge_filter(lab.host, args).changed
+    assert reach(lab.ns["up"], lab.ip4["dns"], 53) == "connected"
+    assert reach(lab.host, lab.ip4["dns"], 22) == "connected"
+    assert reach(lab.ns["www"], lab.ip4["up"], 80) == "connected"
+    chain = [c for c in run("ebtables-save", ns=lab.host).stdout.split() if c.startswith("NC-umlhost-l2drop-w")][0]
+
+    before = l2_drops(lab.host, chain)
+    forge_arp(lab, "dns")
+    assert l2_drops(lab.host, chain) > before
+    assert neigh_mac(lab.ns["up"], lab.ip4["dns"]) == MACS["dns"], "the uplink's ARP cache was poisoned"
+    assert neigh_mac(lab.host, lab.ip4["dns"]) == MACS["dns"], "the host's ARP cache was poisoned"
+
+    # a changed MAC: every frame is dropped, logged first
+    run("ip", "-n", lab.ns["www"], "neigh", "flush", "dev", "eth0")
+    run("ip", "-n", lab.ns["www"], "link", "set", "eth0", "address", "52:54:00:00:00:99")
+    before = l2_drops(lab.host, chain)
+    assert reach(lab.ns["www"], lab.ip4["up"], 80) == "timeout"
+    assert l2_drops(lab.host, chain) > before
+    run("ip", "-n", lab.ns["www"], "link", "set", "eth0", "address", MACS["www"])
+    assert reach(lab.ns["www"], lab.ip4["up"], 80) == "connected"
+
+    # without the MAC the guest's L2 chains go; absent removes the rest
+    args["guests"][1].pop("mac")
+    assert bridge_filter(lab.host, args).changed
+    assert "l2-www" not in run("ebtables-save", ns=lab.host).stdout
+    assert bridge_filter(lab.host, dict(args, state="absent")).changed
+    assert "NC-" not in run("ebtables-save", ns=lab.host).stdout

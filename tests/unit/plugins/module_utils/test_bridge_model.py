@@ -127,10 +127,12 @@ def test_ipv6_essentials_and_router_functions():
 
 def test_resources_are_the_bridge_sysctls_per_family():
     policy = bridge_model.build_policy(params([DNS], ip_version="ipv4"))
-    assert policy.resources == (model.Sysctl("net/bridge/bridge-nf-call-iptables", "1", "br_netfilter", "bridge"),)
+    assert policy.resources[:1] == (model.Sysctl("net/bridge/bridge-nf-call-iptables", "1", "br_netfilter",
+                                                 "bridge"),)
+    assert isinstance(policy.resources[1], model.EtherFilter) and policy.resources[1].guards == ()
     both = bridge_model.build_policy(params([DNS]))
-    assert [r.key for r in both.resources] == ["net/bridge/bridge-nf-call-iptables",
-                                              "net/bridge/bridge-nf-call-ip6tables"]
+    keys = [r.key for r in both.resources if isinstance(r, model.Sysctl)]
+    assert keys == ["net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"]
 
 
 def test_empty_policy_lists_block_everything_but_established_and_nd():

@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""L2 (MAC and ARP) anti-spoofing of bridge ports through ebtables, behind the engine's seam.
+
+Private to the paranoid.netconfine collection. A *state* for ``engine.converge(...,
+states=[EbtablesState(...)])`` that renders the policy's ``model.EtherFilter`` resource as
+the lines ``ebtables-save`` prints (ebtables 1.8, nf_tables variant) and applies them with one
+``ebtables-restore --noflush`` (one transaction for the table). It is the iptables backend's
+reader and script writer pointed at ebtables: whole chains of ours (``NC-``), one untagged jump
+each from FORWARD and INPUT (ebtables has no comment match: the jump is known by its target),
+never a foreign rule flushed or reordered.
+
+Chains of ours have policy RETURN, so a frame that passes the checks goes on to other rules.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import (
+    IptablesBackend, Owned, parse_save)
+from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import quote
+
+UNIT = "bridge"
+TABLE = "filter"
+HOOKS = ("FORWARD", "INPUT")
+LOG_LEVEL = "notice"
+
+
+def ether_filter(policy):
+    """The policy's ``model.EtherFilter`` resource, or None."""
+    found = [r for r in policy.resources if isinstance(r, model.EtherFilter)]
+    return found[-1] if found else None
+
+
+def _limit(limit):
+    return "--limit %d/%s --limit-burst %d" % (limit.rate, limit.unit, limit.burst)
+
+
+def render_guard(guard):
+    """One port's chains as ebtables-save prints them: (guard chain, lines), (its log-and-drop chain, lines).
+
+    The log-then-drop pair sits in a chain of its own: ebtables-save (1.8.9, nf_tables) misprints a rule
+    that has both an ARP match and the log watcher (or a limit), so no rule here combines them.
+    """
+    chain, drop = guard.chain, guard.drop_chain
+    lines = ["-A %s -s ! %s -j %s" % (chain, guard.mac, drop),
+             "-A %s -p ARP --arp-mac-src ! %s -j %s" % (chain, guard.mac, drop)]
+    for net in guard.arp_sources:
+        lines.append("-A %s -p ARP --arp-ip-src %s -j RETURN" % (
+            chain, net.network_address if net.prefixlen == 32 else net))
+    lines.append("-A %s -p ARP --arp-ip-src 0.0.0.0 -j RETURN" % chain)
+    lines.append("-A %s -p ARP -j %s" % (chain, drop))
+    log = "--log-level %s --log-prefix %s --log-ip --log-arp" % (LOG_LEVEL, quote(guard.log_prefix))
+    drops = ("-A %s %s %s -j CONTINUE" % (drop, _limit(guard.limit), log), "-A %s -j DROP" % drop)
+    return (chain, tuple(lines)), (drop, drops)
+
+
+def render(ether):
+    """Owned state of the table for one EtherFilter (empty when it has no guards)."""
+    if ether is None or not ether.guards:
+        return {}
+    chains = [(ether.chain, tuple("-A %s -i %s -j %s" % (ether.chain, g.port, g.chain) for g in ether.guards))]
+    chains += [pair for g in ether.guards for pair in render_guard(g)]
+    jumps = [(hook, "-A %s -j %s" % (hook, ether.chain), "first") for hook in HOOKS]
+    return {TABLE: Owned(TABLE, tuple(sorted(chains)), tuple(sorted(jumps)))}
+
+
+class EbtablesState(IptablesBackend):
+    """Reader and script writer for ebtables (the iptables backend's, with ebtables' syntax)."""
+
+    name = "ebtables"
+    offline_units = (UNIT,)
+    CHAIN_DECL = ":%s RETURN"
+
+    def __init__(self, run, save, restore):
+        """``run(argv, data=None) -> (rc, out, err)``; ``save``/``restore``: paths of ebtables-save/-restore or None."""
+        IptablesBackend.__init__(self, run, {UNIT: (save, restore) if save and restore else None})
+
+    def units(self, policy):
+        ether = ether_filter(policy)
+        if ether is None:
+            return ()
+        if not self.bins[UNIT]:
+            if policy.present and ether.guards:
+                raise NetconfineError("L2 anti-spoofing needs ebtables-save and ebtables-restore (Debian package "
+                                      "ebtables); install it or remove the MAC", ether.guards[0].field)
+            return ()
+        return (UNIT,)
+
+    def read(self, unit):
+        save = self.bins[unit][0]
+        rc, out, err = self.run([save])
+        if rc != 0:
+            raise NetconfineError("%s failed (rc=%d): %s" % (save, rc, err.strip()), "backend",
+                                  command=save, stderr=err)
+        # ebtables-save ends a table with a comment, not COMMIT
+        return parse_save(out.replace("\n# Completed", "\nCOMMIT\n# Completed"))
+
+    def _owner(self, policy):
+        """The policy as the iptables reader sees it: our dispatch chain, hooked from FORWARD and INPUT."""
+        ether = ether_filter(policy)
+        chains = tuple(model.Chain(TABLE, ether.chain, hook=model.Hook(hook)) for hook in HOOKS)
+        chains += tuple(model.Chain(TABLE, name) for g in ether.guards for name in (g.chain, g.drop_chain))
+        return model.Policy(policy.name, chains, policy.families, policy.present)
+
+    def render(self, policy, unit):
+        return render(ether_filter(policy)) if policy.present else {}
+
+    def owned(self, tables, policy, unit):
+        return IptablesBackend.owned(self, tables, self._owner(policy), unit)
+
+    def apply(self, unit, script):
+        restore = self.bins[unit][1]
+        argv = [restore, "--noflush"]
+        rc, out, err = self.run(argv, data=script)
+        if rc != 0:
+            raise NetconfineError(
+                "%s rejected the change (rc=%d): %s" % (restore, rc, (err or out).strip()), "backend",
+                command=" ".join(argv), stdin=script, stderr=err)
+
+
+def ebtables_state(module, run):
+    """Factory for ``netfilter_task.run_module(..., states=...)``."""
+    return EbtablesState(run, module.get_bin_path("ebtables-save"), module.get_bin_path("ebtables-restore"))
