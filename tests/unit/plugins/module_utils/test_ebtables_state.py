@@ -76,8 +76,8 @@ def test_read_owned_and_script_round_trip_leaves_foreign_rules_alone():
     for name, rules in desired["filter"].chains:
         ours.append(":%s RETURN" % name)
     body = [line for _n, rules in desired["filter"].chains for line in rules]
-    text = SAVED % ("\n".join(ours), "\n".join(["-A INPUT -j NC-t-l2-00000000", "-A FORWARD -j NC-t-l2-00000000"]
-                                                   + body))
+    hooks = ["-A INPUT -j NC-t-l2-00000000", "-A FORWARD -j NC-t-l2-00000000"]
+    text = SAVED % ("\n".join(ours), "\n".join(hooks + body))
     state.run = Recorder([(0, text, "")])
     tables = state.read("bridge")
     assert state.run.calls[0][0] == ["ebtables-save"]

@@ -1,0 +1,184 @@
+"""uml_bridge_filter with the seed's own kind of guest: real User-Mode-Linux guests on taps uml-conn0/1.
+
+The bridging host is a namespace with br0 (bridgehost.build without namespace guests); two taps in
+it, uml-conn0 and uml-conn1, are the ports of two UML guests (Debian's user-mode-linux: linux.uml
+with the host's file system as its read-only root, hostfs, and an init script as PID 1, ~3 s to
+boot). The task is applied before the guests boot. Guest "dns" serves TCP 53, 22 and 80; guest
+"www" checks from inside what it may reach, then forges its source address, and reports. The host
+checks its own view (SSH-port in, counters of the LOG and DROP rules).
+
+This tier fails, not skips, where UML cannot run (no linux.uml, no /dev/net/tun).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import bridgehost
+import nchelpers
+from bridgehost import HOST4, reach
+from nchelpers import SYSTEM_PYTHON, run
+from test_uml_bridge_filter import bridge_filter, chain
+
+LINUX_UML = shutil.which("linux.uml") or "/usr/bin/linux.uml"
+DNS4, WWW4, SPOOF4 = "198.51.100.21", "198.51.100.22", "198.51.100.99"
+BOOT_TIMEOUT = 90
+
+_GUEST_PY = textwrap.dedent("""
+    import socket, subprocess, sys, time
+    role = sys.argv[1]
+    if role == "dns":
+        socks = []
+        for port in (53, 22, 80):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port))
+            s.listen(16)
+            socks.append(s)
+        print("RESULT dns listening", flush=True)
+        import select
+        while True:
+            for s in select.select(socks, [], [])[0]:
+                s.accept()[0].close()
+    def attempt(host, port, source=None, timeout=2.0):
+        s = socket.socket()
+        s.settimeout(timeout)
+        try:
+            if source:
+                s.bind((source, 0))
+            s.connect((host, port))
+            return "connected"
+        except socket.timeout:
+            return "timeout"
+        except OSError as e:
+            return "error-%s" % e.errno
+        finally:
+            s.close()
+    dns, spoof = sys.argv[2], sys.argv[3]
+    deadline = time.time() + 30
+    while attempt(dns, 53, timeout=1.0) != "connected" and time.time() < deadline:
+        time.sleep(0.5)
+    print("RESULT real-53 %s" % attempt(dns, 53), flush=True)
+    print("RESULT real-80 %s" % attempt(dns, 80), flush=True)
+    subprocess.run(["ip", "addr", "add", spoof + "/24", "dev", "eth0"], check=True)
+    print("RESULT spoof-53 %s" % attempt(dns, 53, source=spoof), flush=True)
+    print("RESULT spoof-host %s" % attempt(sys.argv[4], 8053, source=spoof), flush=True)
+    print("RESULT real-host %s" % attempt(sys.argv[4], 8053), flush=True)
+""")
+
+_INIT = """#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+ip link set lo up
+ip addr add {address}/24 dev eth0
+ip link set eth0 up
+echo RESULT booted
+{python} {script} {args}
+echo RESULT done
+echo o > /proc/sysrq-trigger
+sleep 10
+"""
+
+
+def require_uml() -> None:
+    """Fail (never skip) with the reason when this host cannot run UML guests."""
+    if not os.access(LINUX_UML, os.X_OK):
+        pytest.fail("linux.uml not found: install Debian's user-mode-linux package (scripts/bootstrap does)",
+                    pytrace=False)
+    if not os.path.exists("/dev/net/tun"):
+        pytest.fail("/dev/net/tun is missing: UML guests need TUN/TAP", pytrace=False)
+
+
+@contextlib.contextmanager
+def uml_guest(host_ns: str, tap: str, address: str, role: str, *args: str):
+    """Boot a UML guest on ``tap`` (in ``host_ns``); yields the Popen whose stdout is its console."""
+    workdir = Path(tempfile.mkdtemp(prefix="nct-uml-", dir="/tmp"))
+    os.chmod(workdir, 0o755)
+    script = workdir / "guest.py"
+    script.write_text(_GUEST_PY)
+    init = workdir / "init.sh"
+    init.write_text(_INIT.format(address=address, python=SYSTEM_PYTHON, script=script,
+                                 args=" ".join([role, *args])))
+    os.chmod(init, 0o755)
+    argv = ["ip", "netns", "exec", host_ns, LINUX_UML, "mem=128M", "root=/dev/root", "rootfstype=hostfs",
+            "rootflags=/", "ro", "init=%s" % init, "eth0=tuntap,%s" % tap, "con=null", "con0=fd:0,fd:1",
+            "umid=%s" % workdir.name]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, cwd=workdir)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(Path.home() / ".uml" / workdir.name, ignore_errors=True)
+
+
+def results(proc, until: str, timeout: float = BOOT_TIMEOUT) -> tuple[dict[str, str], str]:
+    """Read the guest's console until a ``RESULT <until>`` line; returns ({key: value}, console text)."""
+    found, console = {}, []
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), True)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        console.append(line)
+        if line.startswith("RESULT "):
+            key, _sep, value = line[len("RESULT "):].strip().partition(" ")
+            found[key] = value
+            if key == until or value == until:
+                return found, "".join(console)
+    raise AssertionError("guest did not report %r within %ss:\n%s" % (until, timeout, "".join(console[-60:])))
+
+
+def test_seed001_real_uml_guests_spoof_logged_and_dropped_services_as_declared(cleanup):
+    require_uml()
+    lab = bridgehost.build(cleanup, {})
+    for tap in ("uml-conn0", "uml-conn1"):
+        run("ip", "-n", lab.host, "tuntap", "add", tap, "mode", "tap")
+        run("ip", "-n", lab.host, "link", "set", tap, "master", "br0", "up")
+    bridgehost.serve(cleanup, lab.host, 8053)
+    args = {"name": "umlhost", "ip_version": "ipv4", "guests": [
+        {"name": "dns", "port": "uml-conn0", "addresses": [DNS4],
+         "inbound": [{"protocol": "udp", "port": "53"}, {"protocol": "tcp", "port": "53"}],
+         "host_access": [{"protocol": "tcp", "port": "22"}]},
+        {"name": "www", "port": "uml-conn1", "addresses": [WWW4]},
+    ]}
+    applied = bridge_filter(lab.host, args)
+    assert applied.changed
+    assert not bridge_filter(lab.host, args).changed
+    guard = chain(applied, "g", "www")
+    before = bridgehost.counters(lab.host, 4, guard)
+
+    with uml_guest(lab.host, "uml-conn0", DNS4, "dns") as dns:
+        results(dns, "listening")
+        # the host may SSH (TCP 22) into the guest, nothing else
+        assert reach(lab.host, DNS4, 22, timeout=3) == "connected"
+        assert reach(lab.host, DNS4, 80, timeout=3) == "timeout"
+        with uml_guest(lab.host, "uml-conn1", WWW4, "www", DNS4, SPOOF4, HOST4) as www:
+            found, console = results(www, "done")
+    assert found.get("real-53") == "connected", console
+    assert found.get("real-80") == "timeout", console
+    assert found.get("spoof-53") == "timeout", console
+    assert found.get("spoof-host") == "timeout", console
+    assert found.get("real-host") == "connected", console
+    after = bridgehost.counters(lab.host, 4, guard)
+    assert after["LOG"] > before["LOG"] and after["DROP"] > before["DROP"], (before, after)
+    assert bridgehost.counters(lab.host, 4, chain(applied, "to", "dns"))["DROP"] > 0
+
+    assert bridge_filter(lab.host, dict(args, state="absent")).changed
+    assert "NC-" not in nchelpers.iptables_save(lab.host, 4)
