@@ -1,0 +1,62 @@
+"""Role paranoid.netconfine.bridge_guard through ansible-playbook on a bridging-host namespace.
+
+The README's example (the seed's DNS guest and an anti-spoofed second guest), applied with the role:
+check mode, apply, check mode and apply again report exactly; the DNS guest's services are as
+declared, a spoofed source is dropped; bad variables are refused by argument_specs; absent removes
+everything.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+import bridgehost
+from bridgehost import reach, serve
+from nchelpers import ansible_playbook, iptables_save, run
+
+PLAY = yaml.safe_dump([{"hosts": "all", "gather_facts": False,
+                        "roles": [{"role": "paranoid.netconfine.bridge_guard"}]}])
+
+
+def role(ns, extra_vars, check=False, expect_failure=False):
+    result = ansible_playbook(PLAY, [ns], extra_vars=extra_vars, check=check)
+    assert (result.rc != 0) is expect_failure, result.output
+    return result
+
+
+def changed(result, ns):
+    return result.stats[ns]["changed"]
+
+
+def test_role_readme_example_idempotent_and_behaving(cleanup):
+    lab = bridgehost.build(cleanup, {"dns": "uml-conn0", "www": "uml-conn1", "up": "up0"})
+    serve(cleanup, lab.ns["dns"], 53, 80)
+    serve(cleanup, lab.ns["up"], 80)
+    guests = [
+        {"name": "dns", "port": "uml-conn0", "addresses": [lab.ip4["dns"]],
+         "inbound": [{"protocol": "udp", "port": "53"}, {"protocol": "tcp", "port": "53"}],
+         "outbound": [{"protocol": "udp", "port": "53", "to": [lab.ip4["up"]]}],
+         "host_access": [{"protocol": "tcp", "port": "22"}]},
+        {"name": "www", "port": "uml-conn1", "addresses": [lab.ip4["www"]]},
+    ]
+    extra = {"bridge_guard_guests": guests, "bridge_guard_ip_version": "ipv4"}
+    before = iptables_save(lab.host, 4)
+    assert changed(role(lab.host, extra, check=True), lab.host) == 1
+    assert iptables_save(lab.host, 4) == before, "check mode changed the kernel"
+    assert changed(role(lab.host, extra), lab.host) == 1
+    assert changed(role(lab.host, extra, check=True), lab.host) == 0
+    assert changed(role(lab.host, extra), lab.host) == 0
+
+    assert reach(lab.ns["www"], lab.ip4["dns"], 53) == "connected"
+    assert reach(lab.ns["www"], lab.ip4["dns"], 80) == "timeout"
+    run("ip", "-n", lab.ns["www"], "addr", "add", "198.51.100.99/24", "dev", "eth0")
+    assert reach(lab.ns["www"], lab.ip4["up"], 80) == "connected"
+    assert reach(lab.ns["www"], lab.ip4["up"], 80, source="198.51.100.99") == "timeout"
+
+    state = iptables_save(lab.host, 4)
+    bad = dict(extra, bridge_guard_guests=[dict(guests[1], allow_dhcp_server="maybe")])
+    failed = role(lab.host, bad, expect_failure=True)
+    assert "allow_dhcp_server" in failed.output and "Validating arguments" in failed.output, failed.output
+    assert iptables_save(lab.host, 4) == state
+    assert changed(role(lab.host, dict(extra, bridge_guard_state="absent")), lab.host) == 1
+    assert "NC-" not in iptables_save(lab.host, 4)
