@@ -69,8 +69,11 @@ def render(ether):
     return {TABLE: Owned(TABLE, tuple(sorted(chains)), tuple(sorted(jumps)))}
 
 
-class EbtablesState(IptablesBackend):
-    """Reader and script writer for ebtables (the iptables backend's, with ebtables' syntax)."""
+class EbtablesState(IptablesBackend):  # pylint: disable=arguments-renamed
+    """Reader and script writer for ebtables (the iptables backend's, with ebtables' syntax).
+
+    Its one unit, ``bridge``, stands where the iptables backend has an IP family.
+    """
 
     name = "ebtables"
     offline_units = (UNIT,)

@@ -60,9 +60,9 @@ def test_seed_dns_guest_chains_and_hooks():
     owned = rendered(policy, 4)
     assert [j[0] for j in owned.jumps] == ["FORWARD", "INPUT", "OUTPUT"]
     forward, rules = chain_of(owned, "NC-umlhost-forward-")
-    g_dns, _ = chain_of(owned, "NC-umlhost-g-dns-")
-    from_dns, _ = chain_of(owned, "NC-umlhost-from-dns-")
-    to_dns, _ = chain_of(owned, "NC-umlhost-to-dns-")
+    g_dns, _rules = chain_of(owned, "NC-umlhost-g-dns-")
+    from_dns, _rules = chain_of(owned, "NC-umlhost-from-dns-")
+    to_dns, _rules = chain_of(owned, "NC-umlhost-to-dns-")
     guard, guard_rules = chain_of(owned, "NC-umlhost-guard-")
     assert rules == (
         "-A %s -j %s" % (forward, guard),
