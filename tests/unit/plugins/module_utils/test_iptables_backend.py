@@ -457,6 +457,8 @@ def test_the_netlink_batch_deletes_non_recursively_in_one_transaction():
     assert b"filter\0" in data and b"OUTPUT\0" in data and M.encode() + b"\0" in data
     only_chain, seqs = nf_netlink.batch(4, "mangle", [M], with_table=False)
     assert seqs == [2] and struct.unpack_from("=B", only_chain, 20 + 16)[0] == 2   # ip
+
+
 def _helper_policy(helpers):
     """A task whose hooked chain jumps to helper chains (as uml_bridge_filter's per-guest chains)."""
     main = fields.chain_name("br", "forward")
