@@ -278,9 +278,18 @@ def _limit(m):
     return {"limit": {"rate": m.rate, "burst": m.burst, "per": LIMIT_UNITS[m.unit]}}
 
 
+# A rule that logs, rejects or drops counts its hits (``counter`` before the statement), as every
+# iptables rule does: where LOG output is invisible (a network namespace without
+# net.netfilter.nf_log_all_netns=1) the counter still shows the rule matched. The values are
+# not state: ``normalise`` drops them, so traffic never reads as drift.
+COUNTER = {"counter": None}
+
+
 def _target(target, family, c):
     if isinstance(target, model.Verdict):
         c.statement = [{VERDICTS[target.name]: None}]
+        if target.name == "DROP":
+            c.statement.insert(0, COUNTER)
         c.is_return = target.name == "RETURN"
     elif isinstance(target, model.Reject):
         if target.reason == "tcp-reset":
@@ -291,13 +300,14 @@ def _target(target, family, c):
             kind, code = _REJECT[target.reason][family]
             c.statement = [{"reject": {"type": kind, "expr": code}}]
             c.implies_family = True
+        c.statement.insert(0, COUNTER)
     elif isinstance(target, model.Log):
         body = {}
         if target.prefix:
             body["prefix"] = target.prefix
         if target.level != 4:
             body["level"] = LOG_LEVELS[target.level]
-        c.statement = [{"log": body or None}]
+        c.statement = [COUNTER, {"log": body or None}]
         c.terminal = False
     elif isinstance(target, model.Jump):
         c.statement = [{"jump": {"target": target.chain}}]
@@ -403,10 +413,10 @@ _VERSION_MARK = {4: ("ip", 4), 6: ("ip6", 6)}
 def _family_pass(compiled):
     """Pair consecutive IPv4/IPv6 copies of one rule into one inet rule; restrict the rest to their family.
 
-    nft's listing hides ``meta nfproto`` anywhere in a rule that rejects (the
-    bytecode keeps it), so a one-family reject says its family another way:
-    a family-specific ICMP type, or ``ip version 4`` / ``ip6 version 6``
-    before a TCP reset. Everywhere else ``meta nfproto`` is kept as printed.
+    A one-family reject says its family another way: a family-specific ICMP
+    type (``_rule`` adds the ``meta nfproto`` nft itself adds and prints
+    before it), or ``ip version 4`` / ``ip6 version 6`` before a TCP reset.
+    Everywhere else ``meta nfproto`` is kept as printed.
     """
     out = []
     i = 0
@@ -419,10 +429,11 @@ def _family_pass(compiled):
             out.append(c)
             i += 2
             continue
-        reject = c.statement[0].get("reject") if c.statement and isinstance(c.statement[0], dict) else None
+        reject = c.statement[-1].get("reject") if c.statement and isinstance(c.statement[-1], dict) else None
         if reject and reject.get("type") == "icmpx":
             kind = "icmp" if c.family == 4 else "icmpv6"
-            c.statement = [{"reject": {"type": kind, "expr": _ICMPX_OF_FAMILY[c.family][reject["expr"]]}}]
+            c.statement = c.statement[:-1] + [
+                {"reject": {"type": kind, "expr": _ICMPX_OF_FAMILY[c.family][reject["expr"]]}}]
         elif not c.implies_family and reject:
             proto, version = _VERSION_MARK[c.family]
             c.pre.insert(0, match(payload(proto, "version"), version))
@@ -438,10 +449,34 @@ def _mentions_tcp(expr):
     return '"protocol": "tcp"' in text or ('"l4proto"' in text and '"tcp"' in text)
 
 
+_REJECT_NFPROTO = {"icmp": "ipv4", "icmpv6": "ipv6"}
+
+
+def _says_family(expr):
+    """Whether an expression already restricts the rule to one IP family (so nft adds no ``meta nfproto``)."""
+    m = expr.get("match") if isinstance(expr, dict) else None
+    if not m:
+        return False
+    left = m["left"]
+    if "payload" in left:
+        return left["payload"]["protocol"] in ("ip", "ip6", "icmp", "icmpv6")
+    if "meta" in left:
+        key = left["meta"]["key"]
+        return key == "nfproto" or (key == "l4proto" and m["right"] in ("icmp", "ipv6-icmp"))
+    return False
+
+
 def _rule(exprs, comment=None):
+    reject = exprs[-1].get("reject") if exprs and isinstance(exprs[-1], dict) else None
+    if (reject and reject.get("type") in _REJECT_NFPROTO and COUNTER in exprs
+            and not any(_says_family(e) for e in exprs)):
+        # an ICMP reject needs its family: nft adds 'meta nfproto' first in the rule and, once a
+        # counter stands between them, prints it; say it ourselves so the read-back compares equal
+        exprs = [match(meta("nfproto"), _REJECT_NFPROTO[reject["type"]])] + exprs
     if exprs and exprs[-1] == {"reject": {"type": "tcp reset"}} and not any(_mentions_tcp(e) for e in exprs[:-1]):
         # nft adds (and prints) this dependency itself; a helper chain's reject has no protocol match
-        exprs = exprs[:-1] + [match(meta("l4proto"), "tcp"), exprs[-1]]
+        tail = 2 if len(exprs) > 1 and exprs[-2] == COUNTER else 1
+        exprs = exprs[:-tail] + [match(meta("l4proto"), "tcp")] + exprs[-tail:]
     rule = {"expr": exprs}
     if comment is not None:
         rule["comment"] = comment
@@ -516,6 +551,9 @@ def _shape(rule):
     matches, verdict = rule["expr"][:-1], rule["expr"][-1]
     if not (isinstance(verdict, dict) and len(verdict) == 1 and next(iter(verdict)) in _MERGE_VERDICTS):
         return None
+    tail = (verdict,)
+    if matches and matches[-1] == COUNTER:
+        matches, tail = matches[:-1], (COUNTER, verdict)
     shape, box = [], []
     for expr in matches:
         if "match" not in expr:
@@ -528,7 +566,7 @@ def _shape(rule):
             box.append(dim[1])
     if not box:
         return None
-    return tuple(shape), tuple(box), verdict
+    return tuple(shape), tuple(box), tail
 
 
 def _disjoint(a, b):
@@ -566,13 +604,19 @@ class _Run:
             self.ranges.append(box)
 
 
-def merge_lookups(rules, minimum=2):
+def merge_lookups(rules, minimum=2, verdict_chain=None):
     """Merge runs of rules that differ only in owner ids / ports into one set or verdict-map rule.
 
     Only consecutive rules with the same other matches, ending in accept, drop
     or return, whose keys cannot match the same packet (pairwise disjoint
     boxes) are merged: a packet then matches at most one element, exactly as
     it matched at most one of the rules, so first-match order is kept.
+
+    A counted verdict (``counter drop``) stays counted: a run with one verdict
+    becomes ``... @set counter drop``; in a verdict map, whose elements cannot
+    carry a statement, it becomes ``goto`` a chain named by
+    ``verdict_chain(tail)`` that holds the counter and the verdict. Without
+    ``verdict_chain`` counted rules only merge with rules of the same verdict.
     """
     out = []
     i = 0
@@ -581,22 +625,27 @@ def merge_lookups(rules, minimum=2):
         j = i + 1
         if first is not None:
             boxes = _Run(first[1])
+            tails = {_sort_key(first[2]): len(first[2])}      # the run's verdicts -> counted (2) or not (1)
             while j < len(rules):
                 nxt = _shape(rules[j])
                 if nxt is None or nxt[0] != first[0] or not boxes.disjoint(nxt[1]):
                     break
+                both = dict(tails, **{_sort_key(nxt[2]): len(nxt[2])})
+                if verdict_chain is None and len(both) > 1 and max(both.values()) > 1:
+                    break
                 boxes.add(nxt[1])
+                tails = both
                 j += 1
         if first is None or j - i < minimum:
             out.append(rules[i])
             i += 1
             continue
-        out.append(_merged(rules[i:j]))
+        out.append(_merged(rules[i:j], verdict_chain))
         i = j
     return out
 
 
-def _merged(group):
+def _merged(group, verdict_chain=None):
     shapes = [_shape(r) for r in group]
     template = shapes[0][0]
     ndims = len(shapes[0][1])
@@ -624,9 +673,12 @@ def _merged(group):
         if len(varying) == 1:
             elements = merge_spans([(e, e) if isinstance(e, int) else tuple(e["range"]) for e in elements])
         exprs.append(match(key, {"set": elements} if len(elements) > 1 else elements[0]))
-        exprs.append(verdicts[0])
+        exprs.extend(verdicts[0])
     else:
-        exprs.append({"vmap": {"key": key, "data": {"set": [[key_of(s[1]), s[2]] for s in shapes]}}})
+        def element_verdict(tail):
+            return tail[0] if len(tail) == 1 else {"goto": {"target": verdict_chain(tail)}}
+        exprs.append({"vmap": {"key": key, "data": {"set": [[key_of(s[1]), element_verdict(s[2])]
+                                                            for s in shapes]}}})
     return _rule(exprs)
 
 
@@ -635,7 +687,16 @@ def render_chain(chain, merge=True):
     compiled = _family_pass([compile_rule(r) for r in chain.rules])
     chains = _emit(chain.name, compiled)
     if merge:
-        chains = [(name, merge_lookups(rules)) for name, rules in chains]
+        counted = {}      # a counted verdict of a verdict map -> the helper chain holding it
+
+        def verdict_chain(tail):
+            key = json.dumps(tail, sort_keys=True)
+            if key not in counted:
+                counted[key] = ("%s.%d" % (chain.name, len(chains) + len(counted)), list(tail))
+            return counted[key][0]
+
+        chains = [(name, merge_lookups(rules, verdict_chain=verdict_chain)) for name, rules in chains]
+        chains += [(name, [_rule(tail)]) for name, tail in counted.values()]
     return [(name, tuple(normalise(r) for r in rules)) for name, rules in chains]
 
 

@@ -85,7 +85,15 @@ options:
     default: []
     suboptions:
       jump:
-        description: Verdict for matching packets.
+        description:
+          - Verdict for matching packets.
+          - V(LOG) writes a kernel log line and goes on with the next rule. Inside a network namespace
+            other than the initial one the kernel drops those lines unless the machine-wide sysctl
+            C(net.netfilter.nf_log_all_netns) is V(1) (containers, the C(netns) connection).
+            The rule's packet counter counts its hits there all the same.
+          - Every rule has a packet counter on the V(iptables) backend (C(iptables -L CHAIN -v -x)); on
+            V(nftables) every rule that logs, rejects or drops carries a C(counter) statement
+            (C(nft list table inet netconfine)). Counter values never count as a change.
         type: str
         required: true
         choices: [ACCEPT, DROP, REJECT, LOG, RETURN]

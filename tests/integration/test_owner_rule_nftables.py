@@ -514,7 +514,7 @@ def test_cgroup_v2_path_round_trips_and_matches(netns_host, make_user, listener,
                                            "jump": "REJECT"}]}
     steps = [one(ns, params, check=True), one(ns, params), one(ns, params, check=True), one(ns, params)]
     assert [s.changed for s in steps] == [True, True, False, False], [s.result for s in steps]
-    assert 'socket cgroupv2 level 1 "%s" reject' % name in steps[1].result["rendered"]["nftables ruleset"]
+    assert 'socket cgroupv2 level 1 "%s" counter reject' % name in steps[1].result["rendered"]["nftables ruleset"]
     # a process moved into the cgroup is refused; the same user outside it is not
     assert try_connect(ns, alice, "127.0.0.1", 992) == "connected"
     probe = ("import socket\ntry:\n socket.create_connection(('127.0.0.1', 992), 2)\n print('connected')\n"

@@ -326,7 +326,7 @@ def test_accept_policy_only_allowed_users_and_wheel_members_use_the_tunnels(tunn
         assert comments(rules["nft"]) == ["netconfine:policy"] + expected_comments, rules["nft"]
         # one inet rule per listener rule: the fib lookup covers both families
         assert [line for line in rules["nft"] if "everyone else" in line] == [
-            f'tcp dport {port} fib daddr type local reject with tcp reset comment "tunnel_guard {name}: everyone else"'
+            f'tcp dport {port} fib daddr type local counter reject with tcp reset comment "tunnel_guard {name}: everyone else"'
             for port, name in ((992, "telnet-over-stunnel"), (273, "rsync-attic"))], rules["nft"]
 
     # Behaviour, end to end through stunnel and strudel, on both loopbacks.

@@ -37,6 +37,7 @@ class FakeNft:
         self.calls = []
         self.fail_next = None     # stderr of the next batch, which then fails as a whole
         self.reverse_sets = False  # list set elements in reverse order, as a kernel may
+        self.listed = 0           # counters list as the kernel's do: values that grow between reads
 
     def __call__(self, argv, data=None):
         self.calls.append((list(argv), data))
@@ -60,6 +61,7 @@ class FakeNft:
         family, name = key.split()
         items = [{"metainfo": {"version": "1.0.6"}}, {"table": {"family": family, "name": name, "handle": 1}}]
         table = self.tables[key]
+        self.listed += 1
         for chain_name, chain in table["chains"].items():
             item = {"family": family, "table": name, "name": chain_name, "handle": 1}
             if chain["def"]:
@@ -70,6 +72,8 @@ class FakeNft:
                 shown = copy.deepcopy(rule)
                 if self.reverse_sets:
                     _reverse_sets(shown)
+                shown["expr"] = [{"counter": {"packets": self.listed, "bytes": 60 * self.listed}}
+                                 if e == {"counter": None} else e for e in shown["expr"]]
                 shown.update(family=family, table=name, chain=chain_name, handle=handle)
                 items.append({"rule": shown})
         return json.dumps({"nftables": items})
@@ -203,7 +207,20 @@ def test_check_apply_check_apply(nft):
                                        'jump NC-stunnel-992-4539feff comment "netconfine:stunnel-992"']
     assert chains["NC-stunnel-992-4539feff"] == ["ip daddr 127.0.0.1 tcp dport 992 jump NC-stunnel-992-4539feff.1",
                                                  "ip6 daddr ::1 tcp dport 992 jump NC-stunnel-992-4539feff.2"]
-    assert chains["NC-stunnel-992-4539feff.1"] == ["meta skuid 0 return", "reject with icmp port-unreachable"]
+    assert chains["NC-stunnel-992-4539feff.1"] == ["meta skuid 0 return", "meta nfproto ipv4 counter reject with icmp port-unreachable"]
+
+
+def test_counter_values_are_not_drift(nft):
+    # a rule that rejects, drops or logs carries a counter; packets counted between runs change nothing
+    pol = policy(rules=[{"uid_owner": "nobody", "jump": "LOG"}, {"uid_owner": "nobody", "jump": "DROP"},
+                        {"uid_owner": "daemon", "jump": "REJECT"}])
+    assert converge(nft, pol)["changed"]
+    listed = json.loads(nft.listing("inet netconfine"))["nftables"]
+    counted = [e["counter"] for i in listed if "rule" in i for e in i["rule"]["expr"] if "counter" in e]
+    assert len(counted) == 3 and all(c["packets"] > 0 for c in counted)
+    again = converge(nft, pol)
+    assert not again["changed"] and len(batches(nft)) == 1
+    assert converge(nft, pol, check=True)["changed"] is False
 
 
 def test_one_batch_holds_both_families_and_every_chain(nft):
