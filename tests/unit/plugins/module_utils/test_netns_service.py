@@ -94,11 +94,11 @@ def test_nft_forms_of_nat():
     post = [nft_render.format_rule(r) for _n, rs in nft_render.render_chain(chains["POSTROUTING"]) for r in rs]
     assert post == ['oifname "eth0" ip saddr 192.0.2.2 masquerade']
     fwd_rules = [nft_render.format_rule(r) for _n, rs in nft_render.render_chain(chains["FORWARD"]) for r in rs]
-    assert fwd_rules[-2:] == ['meta nfproto ipv4 iifname "vh-web" drop', 'meta nfproto ipv4 oifname "vh-web" drop']
+    assert fwd_rules[-2:] == ['meta nfproto ipv4 iifname "vh-web" counter drop', 'meta nfproto ipv4 oifname "vh-web" counter drop']
     both = build_policy(params(subnet6="fd00:19::/64"))
     fwd6 = [c for c in both.chains if c.hook.builtin == "FORWARD"][0]
     assert [nft_render.format_rule(r) for _n, rs in nft_render.render_chain(fwd6) for r in rs][-2:] == [
-        'iifname "vh-web" drop', 'oifname "vh-web" drop']   # the two families' copies pair into one inet rule
+        'iifname "vh-web" counter drop', 'oifname "vh-web" counter drop']   # the two families' copies pair into one inet rule
     assert nft_render.base_chain("nat", "PREROUTING") == ("nat_prerouting", "nat", "prerouting", -101)
 
 
