@@ -141,6 +141,10 @@ class Connection(LocalConnection):
             display.vvv(f"ESTABLISH NETNS CONNECTION TO {name}", host=name)
         return super()._connect()
 
+    def reset(self) -> None:
+        """Every command is a new ``ip netns exec`` process: there is no session to keep or reset."""
+        self._connected = False
+
     def exec_command(self, cmd: str, in_data: bytes | None = None, sudoable: bool = True) -> tuple[int, bytes, bytes]:
         """Run ``cmd`` with /bin/sh inside the namespace, as the controller's user (then become)."""
         if not isinstance(cmd, str):

@@ -82,4 +82,18 @@ options:
       - V(true) turns those warnings into a failure before anything is applied (also in check mode).
     type: bool
     default: false
+  rollback_timeout:
+    description:
+      - Seconds the host waits for the controller to reach it again after a change; V(0) turns this off.
+      - When the run changed something, the target leaves a detached watcher that holds what was applied. The
+        collection's action plugin then closes the connection (a persistent SSH master too, so pipelining or
+        C(ControlPersist) cannot fake it), opens a fresh one and confirms. Without that confirmation within
+        O(rollback_timeout) seconds the host puts back exactly what it held before the run (rules, persisted
+        files, sysctls) by itself, and the task fails with C(rolled back: the controller could not reconnect).
+      - Check mode and runs that change nothing arm nothing.
+    type: int
+    default: 0
+  rollback_token:
+    description: Set by the collection's action plugin for O(rollback_timeout); not for playbooks.
+    type: str
 """

@@ -131,8 +131,12 @@ def shadowed_by(policy, backend, layers, fail_on_shadowing=False):
     return warnings
 
 
-def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), layers=None, fail_on_shadowing=False):
+def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), layers=None, fail_on_shadowing=False,
+             committed=None):
     """Bring what ``policy`` owns to its declared state. Returns the result dict.
+
+    ``committed``: a list that receives the applied units of a successful run, which
+    :func:`roll_back` can take back later (``rollback``'s confirm-or-roll-back).
 
     ``backends``: netfilter backends, the one to converge with first (the others clean up after a
     backend switch); ``states``: seams for ``policy.resources`` (see the module docstring).
@@ -179,11 +183,13 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), lay
                         "did not converge: after applying, %s holds\n%s\ninstead of\n%s"
                         % (u.label, owned_text(after), owned_text(u.desired)), "backend")
         except Exception as exc:
-            rollback_errors = _roll_back(applied)
+            rollback_errors = roll_back(applied)
             if isinstance(exc, NetconfineError):
                 exc.details["rolled_back"] = [u.label for u in applied]
                 exc.details["rollback_errors"] = rollback_errors
             raise
+        if committed is not None:
+            committed.extend(applied)
         return result
 
 
@@ -201,8 +207,8 @@ def _moved_by_others(u, tables, after):
     return bool(check and check(u.unit, u.tables, tables, after, u.desired, u.script))
 
 
-def _roll_back(applied):
-    """Put every applied unit back to what it held before this run."""
+def roll_back(applied):
+    """Put every applied unit back to what it held before this run. Returns the errors (text)."""
     errors = []
     for u in reversed(applied):
         try:

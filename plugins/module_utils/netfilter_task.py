@@ -18,7 +18,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, identity, persistence, shadowing
+from ansible_collections.paranoid.netconfine.plugins.module_utils import (
+    engine, identity, persistence, rollback, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend, parse_save
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
@@ -35,6 +36,8 @@ COMMON_ARGS = dict(
     persist=dict(type="bool", default=True),
     persist_dir=dict(type="path", default=persistence.PERSIST_DIR),
     fail_on_shadowing=dict(type="bool", default=False),
+    rollback_timeout=dict(type="int", default=0),
+    rollback_token=dict(type="str", no_log=False),
 )
 
 
@@ -123,6 +126,19 @@ def persist_state(module, seams):
     return persistence.PersistState(seams, module.params["persist_dir"], where, unit_dir)
 
 
+def _committed(module):
+    """A list for the applied units when the run must be confirmed (rollback_timeout), else None."""
+    timeout, token = module.params["rollback_timeout"], module.params["rollback_token"]
+    if timeout < 0:
+        raise NetconfineError("must be 0 (off) or a number of seconds; got %d" % timeout, "rollback_timeout")
+    if not timeout or module.check_mode:
+        return None
+    if not token or not token.isalnum():
+        raise NetconfineError("needs the collection's action plugin, which confirms over a fresh connection: "
+                              "call the module by its full name (paranoid.netconfine.<module>)", "rollback_timeout")
+    return []
+
+
 def render_only(policy, backend, states=()):
     """state=rendered: what would be applied on an empty host; no root, no kernel."""
     rendered, scripts = {}, {}
@@ -165,10 +181,14 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
             chosen = choose_backends(module, run, backends)
             seams = [make(module, run) for make in states]
             persisted = persist_state(module, [chosen[0]] + [s for s in seams if getattr(s, "persistent", False)])
+            committed = _committed(module)
             result = engine.converge(policy, chosen, check_mode=module.check_mode,
                                      lock_timeout=module.params["lock_timeout"],
                                      states=seams + ([persisted] if persisted else []), layers=layers(module, run),
-                                     fail_on_shadowing=module.params["fail_on_shadowing"])
+                                     fail_on_shadowing=module.params["fail_on_shadowing"], committed=committed)
+            if committed:
+                result["rollback"] = rollback.arm(committed, module.params["rollback_token"],
+                                                  module.params["rollback_timeout"], module.params["lock_timeout"])
             if persisted:
                 result["persisted"] = {"dir": persisted.task_dir(), "boot": (
                     "systemd unit %s" % persistence.UNIT_NAME if persisted.unit_dir else

@@ -408,8 +408,11 @@ def inventory(hosts: list[str] | dict[str, dict]) -> dict:
 
 def ansible_playbook(playbook: str | Path, hosts: list[str] | dict[str, dict], extra_vars: dict | None = None,
                      check: bool = False, diff: bool = False, forks: int = 5, timeout: float = 600,
-                     args: tuple[str, ...] = ()) -> PlaybookRun:
-    """Run ``playbook`` (YAML text or a path) with .venv's ansible-playbook against namespace hosts."""
+                     args: tuple[str, ...] = (), netns: str | None = None) -> PlaybookRun:
+    """Run ``playbook`` (YAML text or a path) with .venv's ansible-playbook against namespace hosts.
+
+    ``netns``: run the controller itself inside that namespace (e.g. to reach a host over SSH there).
+    """
     with tempfile.TemporaryDirectory(prefix="nct-play-") as tmp:
         tmp = Path(tmp)
         if isinstance(playbook, Path) or "\n" not in playbook:
@@ -420,7 +423,7 @@ def ansible_playbook(playbook: str | Path, hosts: list[str] | dict[str, dict], e
         (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory(hosts)))
         (tmp / "extra_vars.json").write_text(json.dumps(extra_vars or {}))
         results_file = tmp / "results.jsonl"
-        argv = [str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra_vars.json'}",
+        argv = [*(["ip", "netns", "exec", netns] if netns else []), str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra_vars.json'}",
                 "--forks", str(forks), *(["--check"] if check else []), *(["--diff"] if diff else []),
                 *args, str(playbook_path)]
         env = dict(os.environ,
