@@ -18,7 +18,8 @@ import html
 
 from ansible.errors import AnsibleFilterError
 
-OK, BAD = u"\u2713", u"\u2717"
+OK = u"\u2713"
+BAD = u"\u2717"
 
 
 def _rows(rows):
@@ -144,8 +145,8 @@ def audit_markdown(hosts, title="paranoid.netconfine audit", generated=""):
         if h["probes"]:
             lines += ["", "| probe | expected | observed | |", "|---|---|---|---|"]
             for r in h["probes"]:
-                lines.append("| %s | %s | %s | %s |" % (r["name"].replace("|", "\\|"), r["expect"], r["observed"],
-                                                         _mark(r["ok"])))
+                lines.append("| %s | %s | %s | %s |" % (
+                    r["name"].replace("|", "\\|"), r["expect"], r["observed"], _mark(r["ok"])))
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,7 @@ def _addresses(address, ip_version):
         return list(FAMILY_ADDRESSES[ip_version])
     address = str(address)
     family = "ipv6" if ":" in address else "ipv4"
-    return [address.split("/")[0]] if ip_version in ("both", family) else []
+    return [address.split("/", maxsplit=1)[0]] if ip_version in ("both", family) else []
 
 
 def _where(host, port, protocol):

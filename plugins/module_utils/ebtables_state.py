@@ -69,7 +69,8 @@ def render(ether):
     return {TABLE: Owned(TABLE, tuple(sorted(chains)), tuple(sorted(jumps)))}
 
 
-class EbtablesState(IptablesBackend):  # pylint: disable=arguments-renamed
+class EbtablesState(IptablesBackend):
+    # pylint: disable=arguments-renamed
     """Reader and script writer for ebtables (the iptables backend's, with ebtables' syntax).
 
     Its one unit, ``bridge``, stands where the iptables backend has an IP family.

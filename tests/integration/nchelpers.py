@@ -423,7 +423,8 @@ def ansible_playbook(playbook: str | Path, hosts: list[str] | dict[str, dict], e
         (tmp / "inventory.yml").write_text(yaml.safe_dump(inventory(hosts)))
         (tmp / "extra_vars.json").write_text(json.dumps(extra_vars or {}))
         results_file = tmp / "results.jsonl"
-        argv = [*(["ip", "netns", "exec", netns] if netns else []), str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra_vars.json'}",
+        argv = [*(["ip", "netns", "exec", netns] if netns else []),
+                str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra_vars.json'}",
                 "--forks", str(forks), *(["--check"] if check else []), *(["--diff"] if diff else []),
                 *args, str(playbook_path)]
         env = dict(os.environ,

@@ -77,7 +77,7 @@ def private_store(tmp_path):
     def run(argv, data=None):
         import subprocess
         calls.append(argv)
-        proc = subprocess.run([argv[0], "-p", root, "-n"] + argv[1:], capture_output=True, text=True)
+        proc = subprocess.run([argv[0], "-p", root, "-n"] + argv[1:], capture_output=True, text=True, check=False)
         return proc.returncode, proc.stdout, proc.stderr
 
     seam = SelinuxStore(run, semodule="/usr/sbin/semodule", selinuxfs=str(fs),

@@ -79,13 +79,13 @@ def test_enforcing_guest_scenario():
 
         # check mode predicts, changes nothing
         store0 = commit_num(guest)
-        res, _ = role(guest, check=True)
+        res, _output = role(guest, check=True)
         assert res.changed
         assert commit_num(guest) == store0 and "-j SECMARK" not in mangle(guest)
 
         # converge: module installed, labels in place
         t = time.monotonic()
-        res, _ = role(guest)
+        res, _output = role(guest)
         timings["apply"] = round(time.monotonic() - t)
         assert res.changed
         listed = guest.ssh("semodule --list-modules=full --checksum").stdout
@@ -102,7 +102,7 @@ def test_enforcing_guest_scenario():
         assert store1 != store0
 
         # idempotence: check mode and a second run change nothing, semodule commits nothing
-        res, _ = role(guest, check=True)
+        res, _output = role(guest, check=True)
         assert not res.changed, res.result
         res, play = role(guest)
         assert not res.changed and play.stats["selinuxhost"]["changed"] == 0, play
@@ -122,19 +122,19 @@ def test_enforcing_guest_scenario():
                   "--selctx system_u:object_r:myhttp_client_packet_t:s0" % (chain, PROXY))
         assert "-j SECMARK" not in mangle(guest)
         assert reach(guest, "nctest_b_t") == 0
-        res, _ = role(guest)
+        res, _output = role(guest)
         assert res.changed and "-j SECMARK" in mangle(guest)
         assert commit_num(guest) == store1          # only the rule was repaired, not the module
         assert reach(guest, "nctest_b_t") in (2, 3)
 
         # absent: rules, then the module, go; a second run changes nothing
         t = time.monotonic()
-        res, _ = role(guest, secmark_policy_state="absent")
+        res, _output = role(guest, secmark_policy_state="absent")
         timings["absent"] = round(time.monotonic() - t)
         assert res.changed
         assert "NC-" not in mangle(guest)
         assert "netconfine_proxy" not in guest.ssh("semodule -l").stdout
-        res, _ = role(guest, secmark_policy_state="absent")
+        res, _output = role(guest, secmark_policy_state="absent")
         assert not res.changed
         assert guest.ssh("getenforce").stdout.strip() == "Enforcing"
         assert reach(guest, "nctest_b_t") == 0

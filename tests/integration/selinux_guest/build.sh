@@ -8,7 +8,7 @@
 set -euo pipefail
 OUT="$1"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-KVER="$(ls /usr/lib/uml/modules | sort -V | tail -1)"
+KVER="$(find /usr/lib/uml/modules -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)"
 DIR="$OUT.root"
 rm -rf "$DIR" "$OUT.tmp"
 mkdir -p "$OUT.tmp"
@@ -31,7 +31,7 @@ chroot "$DIR" update-alternatives --set iptables /usr/sbin/iptables-legacy >/dev
 chroot "$DIR" update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy >/dev/null
 sed -i 's/^SELINUX=.*/SELINUX=permissive/' "$DIR/etc/selinux/config"
 ssh-keygen -q -t ed25519 -N '' -f "$OUT.tmp/id_ed25519"
-mkdir -p -m 700 "$DIR/root/.ssh"
+mkdir -p "$DIR/root/.ssh" && chmod 700 "$DIR/root/.ssh"
 cp "$OUT.tmp/id_ed25519.pub" "$DIR/root/.ssh/authorized_keys"
 echo "UseDNS no" >> "$DIR/etc/ssh/sshd_config"
 cp "$HERE/nctest.cil" "$DIR/root/nctest.cil"

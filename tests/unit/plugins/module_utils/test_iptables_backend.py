@@ -394,8 +394,8 @@ M = iptables_backend.MADE_TABLE
 # (what the table holds after a task left it, what goes: None, "record" or "table")
 RELEASES = [
     ("only our record and empty base chains", nft_table((M, False, None), ("OUTPUT", True, "accept")), "table"),
-    ("another task still has a chain here", nft_table((M, False, None), ("OUTPUT", True, "accept"),
-                                                       ("NC-other-12345678", False, None)), None),
+    ("another task still has a chain here",
+     nft_table((M, False, None), ("OUTPUT", True, "accept"), ("NC-other-12345678", False, None)), None),
     ("not made by us", nft_table(("OUTPUT", True, "accept")), None),
     ("another tool's chain", nft_table((M, False, None), ("OUTPUT", True, "accept"), ("DOCKER", False, None)),
      "record"),

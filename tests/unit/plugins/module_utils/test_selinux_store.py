@@ -13,7 +13,8 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import 
 from ansible_collections.paranoid.netconfine.plugins.module_utils.secmark_model import build_policy
 from ansible_collections.paranoid.netconfine.plugins.module_utils.selinux_store import SelinuxStore, parse_list
 
-from test_sysctl_state import Recorder, lock_dir  # noqa: F401 - the fixture is used by every test here
+# lock_dir: the fixture is used by every test here
+from test_sysctl_state import Recorder, lock_dir  # noqa: F401 pylint: disable=unused-import
 
 ARTICLE = {"name": "proxy", "state": "present",
            "packet_types": [{"name": "myhttp_client_packet_t", "kind": "client", "domains": ["mozilla_t"]}],
@@ -107,7 +108,7 @@ def test_installs_once_then_compares_checksums(store):
     assert "(allow mozilla_t myhttp_client_packet_t (packet (send recv)))" in checked["diff"]["after"]
     first = engine.converge(pol, [Recorder([])], states=[seam])
     assert first["changed"]
-    assert fake.installed[("netconfine_proxy", 400)] == [r for r in pol.resources][0].cil
+    assert fake.installed[("netconfine_proxy", 400)] == list(pol.resources)[0].cil
     backend = Recorder([])
     backend.value = "new"
     calls = len(installs(fake))
