@@ -19,6 +19,9 @@ case "$1" in
         grep 'root-egress' | sed -n 's/.*counter packets \([0-9]*\).*/\1/p; s/^\[\([0-9]*\):.*/\1/p' |
         awk '{s += $1} END {print s + 0}'
     }
+    # the rule logs at most 10/min (burst 5): after a busy converge its bucket may be empty, and one
+    # token comes back every 6 s, so wait for one first; then the LOG rule's counter must rise
+    sleep 7
     a=$(count); ping -n -c1 -W2 "$2" >/dev/null 2>&1; b=$(count)
     if [ "$b" -gt "$a" ]; then echo logged; else echo "not-logged ($a -> $b)"; fi ;;
   *) echo "usage: $0 rsync|sg|logged ..."; exit 2 ;;
