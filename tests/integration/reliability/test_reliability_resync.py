@@ -18,6 +18,7 @@ nothing to do, and a user is still refused while root connects.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,12 @@ def test_fifty_runs_beside_a_tool_that_resyncs_its_rule_first(make_world, resync
     with tempfile.TemporaryDirectory(prefix="nct-resync-") as tmp:
         steps = Path(tmp) / "steps"
         with nchelpers.daemon(world.ns, "bash", "-c", LOOPS[loop], "resync", str(steps), ready="ready"):
+            # the runs start only once the loop is really churning (its first iteration is done)
+            deadline = time.monotonic() + 60
+            while not (steps.exists() and steps.read_text().strip()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            started = int(steps.read_text() or 0) if steps.exists() else 0
+            assert started >= 1, "the loop did not complete one iteration in 60 s"
             results = kernel.run_modules(world.ns, _calls([_task(world, i) for i in range(RUNS)]))
             looped = int(steps.read_text() or 0) if steps.exists() else 0
     tally.add("resync_runs", len(results))
