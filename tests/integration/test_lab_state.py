@@ -1,0 +1,117 @@
+"""The lab's record of what it made (scripts/lab-state) and playbooks/lab/down.yml, which removes exactly that.
+
+The lab's own names are fixed (nclab-*) and shared with whoever runs the lab, so these tests never run
+the lab: they claim and create objects of their own the way up.yml and services.yml do, with the record
+in a temporary file ($NCLAB_STATE), then run the real down.yml against it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import nchelpers
+
+LAB_STATE = nchelpers.ROOT / "scripts" / "lab-state"
+DOWN = nchelpers.ROOT / "playbooks" / "lab" / "down.yml"
+INVENTORY = nchelpers.ROOT / "playbooks" / "lab" / "inventory.yml"
+
+
+def lab_state(state, *args, ns=None):
+    env = dict(os.environ, NCLAB_STATE=str(state))
+    argv = ["bash", str(LAB_STATE), *args]
+    if ns:
+        argv = ["ip", "netns", "exec", ns, *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def down(state):
+    env = dict(os.environ, NCLAB_STATE=str(state), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([str(nchelpers.ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(DOWN)],
+                          capture_output=True, text=True, env=env, timeout=300, check=False, cwd=nchelpers.ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def group_exists(name):
+    return nchelpers.run("getent", "group", name, check=False).returncode == 0
+
+
+def user_exists(name):
+    return nchelpers.run("getent", "passwd", name, check=False).returncode == 0
+
+
+def alive(proc):
+    return proc.poll() is None
+
+
+def test_down_removes_exactly_what_was_claimed(tmp_path, cleanup, make_netns):
+    run_dir = tmp_path / "run"                       # stands for /run/nclab: made by the first claim
+    state = run_dir / "made"
+    sid = nchelpers.session_id()
+    # someone else's group, named like the lab's: it existed before, so claiming it records nothing
+    foreign = make_group_named(cleanup, f"nclab_foo{sid}")
+    made_group = f"nclab_g{sid}"
+    made_user = f"nclab_u{sid}"
+    made_ns = f"nclab-t{sid}"
+    cleanup.callback(nchelpers.account, "groupdel", made_group, check=False)
+    cleanup.callback(nchelpers.account, "userdel", made_user, check=False)
+    cleanup.callback(nchelpers._delete_netns, made_ns)
+    other_ns = make_netns()                          # a namespace of the test's own: its sysctl is restored
+
+    assert lab_state(state, "claim", "group", foreign) == ""
+    assert lab_state(state, "claim", "group", made_group) == f"claimed group {made_group}\n"
+    nchelpers.account("groupadd", made_group)
+    assert lab_state(state, "claim", "group", made_group) == ""  # once
+    assert lab_state(state, "claim", "user", made_user) == f"claimed user {made_user}\n"
+    nchelpers.account("useradd", "--no-create-home", "--groups", f"{made_group},{foreign}", made_user)
+    assert lab_state(state, "claim", "netns", made_ns) == f"claimed netns {made_ns}\n"
+    nchelpers.run("ip", "netns", "add", made_ns)
+    in_ns = subprocess.Popen(["ip", "netns", "exec", made_ns, "sleep", "300"])  # noqa: S603
+    lab_file = tmp_path / "lab-file"
+    assert lab_state(state, "claim", "path", str(lab_file)) == f"claimed path {lab_file}\n"
+    lab_file.write_text("made by the lab\n")
+    shared_dir = tmp_path / "shared"                 # claimed as dir: removed only when empty
+    lab_state(state, "claim", "dir", str(shared_dir))
+    shared_dir.mkdir()
+    (shared_dir / "someone-elses").write_text("x\n")
+    daemon = subprocess.Popen(["sleep", "300"])  # noqa: S603
+    cleanup.callback(daemon.kill)
+    assert lab_state(state, "claim", "process", str(daemon.pid)) == f"claimed process {daemon.pid}\n"
+    bystander = subprocess.Popen(["sleep", "300"])  # noqa: S603 - recorded, then its PID "reused": survives
+    cleanup.callback(bystander.kill)
+    lab_state(state, "claim", "process", str(bystander.pid))
+    record = state.read_text()
+    state.write_text(record.replace(f"process\t{bystander.pid}\t", f"process\t{bystander.pid}\t1"))
+    old = nchelpers.run("sysctl", "-n", "net.ipv4.ip_forward", ns=other_ns).stdout.strip()
+    lab_state(state, "claim", "sysctl", "net.ipv4.ip_forward", other_ns)
+    lab_state(state, "claim", "sysctl", "net.ipv4.ip_forward", other_ns)  # the second claim keeps the first value
+    nchelpers.run("sysctl", "-w", f"net.ipv4.ip_forward={1 - int(old)}", ns=other_ns)
+    assert len(state.read_text().splitlines()) == 9, state.read_text()
+
+    out = down(state)
+
+    assert not group_exists(made_group) and not user_exists(made_user), out
+    assert group_exists(foreign), f"{foreign} existed before the lab claimed it: down.yml removed it\n{out}"
+    assert not (nchelpers.NETNS_DIR / made_ns).exists()
+    in_ns.wait(timeout=10)
+    daemon.wait(timeout=10)
+    time.sleep(0.2)
+    assert alive(bystander), "a process whose start time differs from the record was killed"
+    assert not lab_file.exists()
+    assert (shared_dir / "someone-elses").exists()
+    assert nchelpers.run("sysctl", "-n", "net.ipv4.ip_forward", ns=other_ns).stdout.strip() == old
+    assert not run_dir.exists(), "the run directory the first claim made (and the record in it) is left"
+    # idempotent: a second down finds no record and changes nothing
+    assert "changed=0" in down(state)
+    bystander.send_signal(signal.SIGKILL)
+
+
+def make_group_named(cleanup, name):
+    nchelpers.account("groupadd", name)
+    cleanup.callback(nchelpers.account, "groupdel", name, check=False)
+    return name
