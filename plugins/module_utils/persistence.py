@@ -39,6 +39,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Tuple
 
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 PERSIST_DIR = "/etc/netconfine"
@@ -171,16 +172,22 @@ class PersistState:
         return os.path.join(self.persist_dir, self.where)
 
     def _task_files(self, policy):
-        """{path: content} of this task's files as they should be (empty when absent)."""
+        """{path: content} of this task's files as they should be (empty when absent).
+
+        Computed once per policy (owned, render and the read-back all ask), from the seams' one rendering.
+        """
+        memo = getattr(self, "_files_for", None)
+        if memo is not None and memo[0] is policy:
+            return dict(memo[1])
         out = {}
-        if not policy.present:
-            return out
-        for seam in self.seams:
-            for unit in seam.units(policy):
-                text = seam.script({}, {}, seam.render(policy, unit))
-                if text:
-                    out[os.path.join(self.task_dir(), "%s.%s-%s" % (policy.name, seam.name, unit))] = text
-        return out
+        if policy.present:
+            for seam in self.seams:
+                for unit in seam.units(policy):
+                    text = seam.script({}, {}, engine.render_once(seam, policy, unit))
+                    if text:
+                        out[os.path.join(self.task_dir(), "%s.%s-%s" % (policy.name, seam.name, unit))] = text
+        self._files_for = (policy, out)
+        return dict(out)
 
     def _shared_files(self):
         script = os.path.join(self.persist_dir, "netconfine-restore")
