@@ -241,6 +241,9 @@ class Launcher:
     environment: Tuple[Tuple[str, str], ...] = ()
     private_tmp: bool = True
     start: bool = False
+    group: str = ""            # name of gid (systemd's Group=)
+    # systemd sandbox settings: ((Directive, (value, ...)), ...) e.g. (("IPAddressDeny", ("any",)),)
+    sandbox: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

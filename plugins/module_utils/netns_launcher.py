@@ -136,6 +136,11 @@ class NetnsLauncher:
         launcher = self._declared[unit]
         if not policy.present:
             return {}
+        if launcher.sandbox:
+            from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import SANDBOX
+            option = next(o for o, d, _s in SANDBOX if d == launcher.sandbox[0][0])
+            raise NetconfineError("needs systemd (%s= of a unit); this host does not run systemd, so only the "
+                                  "launcher is available" % launcher.sandbox[0][0], "service.%s" % option)
         facts = [("script", "%s\n%s" % (launcher.path, render_script(launcher)))]
         if launcher.start:
             facts.append(("running", "yes"))

@@ -92,6 +92,15 @@ def desired_facts(ns):
     return _sorted(facts)
 
 
+def boot_commands(ns):
+    """argv lists that build ``ns`` in an empty host, in order (namespace, lo, veth, up, addresses, routes).
+
+    The same commands ``script`` writes for a missing namespace; what a boot unit runs
+    (``systemd_units``). resolv.conf is a file under /etc and survives a reboot by itself.
+    """
+    return [NetnsLinks._create(f) for f in desired_facts(ns) if f[0] != "dns"]
+
+
 def _global_addresses(link):
     return ["%s/%d" % (_canonical(a["local"]), a["prefixlen"]) for a in link.get("addr_info", [])
             if a.get("scope") == "global" and "local" in a]
@@ -294,6 +303,8 @@ class NetnsLinks:
                 continue
             if argv[1:3] == ["netns", "add"]:
                 self._check_persistent(ns)
+            if argv[1:3] == ["netns", "delete"] and not os.path.exists(os.path.join(self.netns_dir, argv[3])):
+                continue              # already gone (the namespace unit's ExecStop deletes it); read back checks
             rc, out, err = self.run([self.ip] + argv[1:])
             # a default route goes by itself with the address it used; the read-back checks the rest
             if rc != 0 and argv[3:5] != ["route", "del"]:

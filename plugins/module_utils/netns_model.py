@@ -103,6 +103,7 @@ def build_policy(params):
     """netns_service parameters -> model.Policy (raises NetconfineError naming the field)."""
     name = namespace_name(params["name"])
     present = params.get("state") != "absent"
+    _check_network(params)
     plan = addressing(params)
     families = tuple(sorted(plan)) or (4,)
     wanted = params.get("ip_version") or "both"
@@ -147,6 +148,24 @@ def build_policy(params):
         present=present and egress is not None)))
     return model.Policy(name=pname, chains=chains, families=families, present=present,
                         resources=tuple(resources))
+
+
+def _check_network(params):
+    """``network: none`` (seed 002's ``unshare -n``) takes nothing that needs a link; ``veth`` needs subnet."""
+    network = params.get("network")
+    if network == "veth" and params.get("subnet") is None:
+        raise NetconfineError("network veth needs subnet (omit network, or say network: none, for loopback only)",
+                              "subnet")
+    if network != "none":
+        return
+    for key in ("subnet", "subnet6", "host_address", "namespace_address", "outbound_interface", "egress"):
+        if params.get(key) is not None:
+            raise NetconfineError("cannot be set with network: none (the namespace has loopback only)", key)
+    for key in ("port_forwards", "dns"):
+        if params.get(key):
+            raise NetconfineError("cannot be set with network: none (the namespace has loopback only)", key)
+    if params.get("allow_localhost_forward"):
+        raise NetconfineError("cannot be set with network: none", "allow_localhost_forward")
 
 
 def _egress_chain(pname, items, families):
@@ -346,9 +365,92 @@ def service_launcher(name, raw, launcher_dir="/usr/local/libexec/netconfine"):
             raise NetconfineError("%r is not a variable name the daemon may set (letters, digits, '_'; not %s)"
                                   % (key, ", ".join(_RESERVED_ENV)), "service.environment")
         environment.append((key, _plain(str(value), "service.environment.%s" % key)))
+    group = entry.pw_name
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
     return model.Launcher(
+        group=group, sandbox=sandbox(raw),
         namespace=name, path=os.path.join(launcher_dir, "ns-%s" % name), exec_path=exec_path, args=args,
         user=entry.pw_name, uid=uid, gid=gid, home=entry.pw_dir or "/",
         working_directory=_absolute(raw.get("working_directory") or "/", "service.working_directory"),
         environment=tuple(environment), private_tmp=raw.get("private_tmp") is not False,
         start=bool(raw.get("start")))
+
+
+# service.<option> -> systemd directive (systemd.resource-control(5), systemd.exec(5)) and the
+# systemd version that introduced it (NEWS: SocketBindAllow/Deny 249, RestrictNetworkInterfaces 250)
+SANDBOX = (
+    ("ip_address_allow", "IPAddressAllow", 235),
+    ("ip_address_deny", "IPAddressDeny", 235),
+    ("socket_bind_allow", "SocketBindAllow", 249),
+    ("socket_bind_deny", "SocketBindDeny", 249),
+    ("restrict_address_families", "RestrictAddressFamilies", 231),
+    ("restrict_network_interfaces", "RestrictNetworkInterfaces", 250),
+)
+SANDBOX_SINCE = dict((directive, since) for _option, directive, since in SANDBOX)
+_IP_WORDS = ("any", "localhost", "link-local", "multicast")
+_FAMILY_RE = re.compile(r"^(~?AF_[A-Z0-9_]+|none)\Z")
+_SOCKET_BIND_RE = re.compile(r"^(?:(ipv4|ipv6):)?(?:(tcp|udp):)?(any|\d{1,5}(?:-\d{1,5})?)\Z")
+
+
+def _ip_item(value, field):
+    if value in _IP_WORDS:
+        return value
+    return str(fields.address(value, field).with_prefixlen) if "/" in value else \
+        str(fields.address(value, field).network_address)
+
+
+def _socket_bind_item(value, field):
+    """``[ipv4|ipv6:][tcp|udp:]any|PORT|LOW-HIGH`` as systemd.resource-control(5) SocketBindAllow= reads it."""
+    found = _SOCKET_BIND_RE.match(value)
+    if not found:
+        raise NetconfineError("must be [ipv4:|ipv6:][tcp:|udp:]any|PORT|LOW-HIGH, got %r" % (value,), field)
+    if found.group(3) != "any":
+        ports = [int(p) for p in found.group(3).split("-")]
+        if not all(1 <= p <= 65535 for p in ports) or ports != sorted(ports):
+            raise NetconfineError("must be a port or range within 1-65535, got %r" % (value,), field)
+    return value
+
+
+def _family_item(value, field):
+    if not _FAMILY_RE.match(value):
+        raise NetconfineError("must be an address family such as AF_UNIX or ~AF_INET6 (or none), got %r"
+                              % (value,), field)
+    return value
+
+
+def _interface_item(value, field):
+    name = value[1:] if value.startswith("~") else value
+    fields.interface(name, field)
+    return value
+
+
+def sandbox(raw):
+    """The service's sandbox options -> ((systemd directive, (value, ...)), ...) in SANDBOX order.
+
+    Values are checked strictly (they end up in a unit file): addresses/networks or any, localhost,
+    link-local, multicast; socket binds ``[ipv4:][tcp:]PORT``; ``AF_*`` names; interface names, with
+    ``~`` (deny-list) where systemd allows it. Errors name the field (``service.ip_address_allow[1]``).
+    """
+    check = {"ip_address_allow": _ip_item, "ip_address_deny": _ip_item,
+             "socket_bind_allow": _socket_bind_item, "socket_bind_deny": _socket_bind_item,
+             "restrict_address_families": _family_item, "restrict_network_interfaces": _interface_item}
+    out = []
+    for option, directive, _since in SANDBOX:
+        values = raw.get(option)
+        if values is None:
+            continue
+        items = []
+        for index, value in enumerate(values):
+            where = "service.%s[%d]" % (option, index)
+            if not isinstance(value, str) or not value or any(c.isspace() or ord(c) < 32 for c in value):
+                raise NetconfineError("must be one word, got %r" % (value,), where)
+            items.append(check[option](value, where))
+        if directive in ("RestrictAddressFamilies", "RestrictNetworkInterfaces") and \
+                len(set(i.startswith("~") for i in items)) > 1:
+            raise NetconfineError("mixes allowed and ~denied entries; systemd takes one kind per list",
+                                  "service.%s" % option)
+        out.append((directive, tuple(items)))
+    return tuple(out)

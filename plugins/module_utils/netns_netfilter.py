@@ -66,6 +66,8 @@ class InsideNetns:
         return self.backend.script(read, current, desired, restore_jumps=restore_jumps)
 
     def apply(self, unit, script):
+        if not self._exists():
+            return        # the namespace is gone (its unit's ExecStop deleted it) and its rules with it
         self.backend.apply(unit, script)
 
     def snapshot_jumps(self, read, current):

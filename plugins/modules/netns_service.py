@@ -55,6 +55,18 @@ notes:
   - Reaching the daemon from the host's own C(127.0.0.1) needs C(route_localnet) on the host side of the veth
     (CVE-2020-8558 exposure). It is never set silently, see O(allow_localhost_forward).
 options:
+  network:
+    description:
+      - V(none) (seed 002's C(unshare -n)) - a namespace with loopback only, no veth, no forwarding, NAT or
+        host-side rules; the daemon sees "Network is unreachable" for every address but loopback. O(subnet),
+        O(subnet6), O(port_forwards), O(dns), O(egress) and O(outbound_interface) are refused with it.
+      - V(veth) - a veth pair addressed from O(subnet) (required then).
+      - Default V(veth) when O(subnet) is given, else V(none).
+      - Under systemd the daemon joins this named namespace (C(NetworkNamespacePath=)) rather than a fresh
+        C(PrivateNetwork=yes) one, so C(ip -n NAME link) and C(/proc/PID/ns/net) show what it has, and it
+        follows a restart of the namespace unit as a daemon with links does.
+    type: str
+    choices: [veth, none]
   subnet:
     description:
       - IPv4 network of the veth pair, a V(/30) or larger, host bits clear (V(192.0.2.0/30)).
@@ -140,12 +152,18 @@ options:
         type: str
   service:
     description:
-      - The daemon, for hosts without systemd. A launcher script is installed at
-        C(/usr/local/libexec/netconfine/ns-NAME). It enters the namespace, gives the daemon a private C(/tmp) (a
-        fresh tmpfs in a mount namespace of its own, gone when the daemon exits), drops to O(service.user) with
-        C(setpriv) (that user's groups, C(no_new_privs)), clears the environment and runs O(service.exec).
-      - Systemd units are not rendered yet; start the launcher from your init system, or with O(service.start).
-      - O(state=absent) stops the launcher's processes and removes the script.
+      - The daemon.
+      - B(Where systemd runs) (C(/run/systemd/system) exists) it gets the unit C(netconfine-NAME.service) with
+        C(NetworkNamespacePath=/run/netns/NAME), C(BindsTo=)/C(After=) the namespace unit
+        C(netconfine-ns-NAME.service), C(User=)/C(Group=), C(PrivateTmp=), C(NoNewPrivileges=yes),
+        C(WorkingDirectory=), C(Environment=) and the sandbox settings below. Both units are enabled and started
+        (O(service.start) is for the launcher only); a changed daemon unit restarts the daemon.
+      - B(Without systemd) a launcher script is installed at C(/usr/local/libexec/netconfine/ns-NAME). It enters
+        the namespace, gives the daemon a private C(/tmp) (a fresh tmpfs in a mount namespace of its own, gone
+        when the daemon exits), drops to O(service.user) with C(setpriv) (that user's groups, C(no_new_privs)),
+        clears the environment and runs O(service.exec). Start it from your init system, or with
+        O(service.start). The sandbox settings need systemd and are refused there.
+      - O(state=absent) stops the daemon and removes its unit or launcher.
     type: dict
     suboptions:
       exec:
@@ -178,10 +196,43 @@ options:
         default: true
       start:
         description:
-          - Keep one launcher process running. It is started when none runs, and restarted when the launcher
-            changes.
+          - Without systemd, keep one launcher process running. It is started when none runs, and restarted when
+            the launcher changes. Under systemd the daemon's unit is always enabled and started.
         type: bool
         default: false
+      ip_address_allow:
+        description:
+          - C(IPAddressAllow=) of systemd.resource-control(5) - addresses or networks (or V(any), V(localhost),
+            V(link-local), V(multicast)) the daemon may exchange packets with, despite O(service.ip_address_deny).
+            Enforced by cgroup BPF in the kernel, beside (not instead of) the netfilter rules.
+        type: list
+        elements: str
+      ip_address_deny:
+        description: C(IPAddressDeny=), the same forms (V(any) with an allow-list is the usual pair).
+        type: list
+        elements: str
+      socket_bind_allow:
+        description:
+          - C(SocketBindAllow=) (systemd 249 or later) - C([ipv4:|ipv6:][tcp:|udp:]any|PORT|LOW-HIGH) the daemon
+            may C(bind()) to.
+        type: list
+        elements: str
+      socket_bind_deny:
+        description: C(SocketBindDeny=) (systemd 249 or later), the same forms.
+        type: list
+        elements: str
+      restrict_address_families:
+        description:
+          - C(RestrictAddressFamilies=) - socket families the daemon may use (V(AF_UNIX), V(AF_INET), ...), or with
+            C(~) each the families it may not use, or V(none).
+        type: list
+        elements: str
+      restrict_network_interfaces:
+        description:
+          - C(RestrictNetworkInterfaces=) (systemd 250 or later) - interfaces the daemon's packets may use (or,
+            each with C(~), may not).
+        type: list
+        elements: str
 seealso:
   - module: paranoid.netconfine.owner_rule
   - name: ip-netns(8)
@@ -238,14 +289,32 @@ EXAMPLES = r"""
         port: "53"
 
 # Seed 002's "unshare -n", declared: a program that must never talk to the network (a document converter).
-# No subnet: a namespace with loopback only, no veth, no host-side rules.
+# network: none (or no subnet): a namespace with loopback only, no veth, no host-side rules.
 - name: The document converter has no network at all
   paranoid.netconfine.netns_service:
     name: converter
+    network: none
     service:
       exec: /usr/bin/unoconv-listener
       user: converter
       start: true
+
+# Under systemd: netconfine-web.service in namespace web, and a kernel-enforced allow-list beside the rules.
+- name: The seed's daemon as a systemd unit that may talk to its subnet and the database only
+  paranoid.netconfine.netns_service:
+    name: web
+    subnet: 192.0.2.0/30
+    port_forwards:
+      - host_port: 10105
+    service:
+      exec: /usr/sbin/my-net-daemon
+      user: www-data
+      environment: {LANG: C.UTF-8}
+      ip_address_deny: [any]
+      ip_address_allow: [192.0.2.0/30, 198.51.100.20]
+      restrict_address_families: [AF_UNIX, AF_INET, AF_INET6]
+      socket_bind_allow: [tcp:10105]
+      socket_bind_deny: [any]
 
 - name: Remove the namespace, its veth pair, resolv.conf and every host-side rule
   paranoid.netconfine.netns_service:
@@ -291,7 +360,7 @@ field:
   type: str
 """
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_launcher, netns_links, netns_netfilter
+from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_links, netns_netfilter, systemd_units
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import build_policy
 
@@ -318,9 +387,16 @@ SERVICE_OPTIONS = {
     "environment": dict(type="dict", default={}),
     "private_tmp": dict(type="bool", default=True),
     "start": dict(type="bool", default=False),
+    "ip_address_allow": dict(type="list", elements="str"),
+    "ip_address_deny": dict(type="list", elements="str"),
+    "socket_bind_allow": dict(type="list", elements="str"),
+    "socket_bind_deny": dict(type="list", elements="str"),
+    "restrict_address_families": dict(type="list", elements="str"),
+    "restrict_network_interfaces": dict(type="list", elements="str"),
 }
 
 ARGUMENT_SPEC = dict(
+    network=dict(type="str", choices=["veth", "none"]),
     subnet=dict(type="str"),
     host_address=dict(type="str"),
     namespace_address=dict(type="str"),
@@ -335,7 +411,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    states = (netns_links.make_state, sysctl_state, netns_netfilter.make_state, netns_launcher.make_state)
+    states = (netns_links.make_state, sysctl_state, netns_netfilter.make_state, systemd_units.make_state)
     run_module(ARGUMENT_SPEC, build_policy, states=states)
 
 
