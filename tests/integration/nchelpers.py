@@ -200,6 +200,58 @@ def nft_json(ns: str) -> dict:
     return json.loads(run("nft", "-j", "list", "ruleset", ns=ns).stdout)
 
 
+# --------------------------------------------------------------------------- one kernel read for both backends
+
+BACKENDS = ("iptables", "nftables")
+OUR_TABLE = ("inet", "netconfine")
+XTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}   # what iptables-nft makes in families ip / ip6
+_CHAIN_COUNTERS = re.compile(r" \[\d+:\d+\]$", re.M)
+_OURS_IPTABLES = re.compile(r"^(:NC-|-A NC-)|-[jg] NC-|netconfine:")
+
+
+def _without_counters(value):
+    if isinstance(value, dict):
+        return {k: (None if k == "counter" else _without_counters(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_counters(v) for v in value]
+    return value
+
+
+def _nft_items(ns: str) -> list[tuple[tuple[str, str], str]]:
+    """(family, table) and the canonical JSON of every item of ``nft -j list ruleset`` (counters blanked)."""
+    out = []
+    for item in nft_json(ns)["nftables"]:
+        (kind, body), = item.items()
+        if kind == "metainfo":
+            continue
+        key = (body.get("family"), body.get("table", body.get("name")))
+        out.append((key, json.dumps(_without_counters(item), sort_keys=True)))
+    return out
+
+
+def kernel_rules(ns: str, backend: str, ours: bool | None = None) -> list[str]:
+    """What the kernel holds in ``ns``, as the ``backend``'s own tool reads it, one string per line or item.
+
+    ``iptables``: ``iptables-save`` then ``ip6tables-save`` (every table, chain counters blanked), plus the
+    native nftables tables beside iptables-nft's; ``nftables``: every item of ``nft -j list ruleset``
+    (counters blanked). ``ours``: None = everything, True = only what netconfine owns (NC- chains, their jumps,
+    the netconfine: tags; the table inet netconfine), False = everything else (what must stay untouched).
+    Comparing two reads tells whether anything changed; traffic does not (counters are not compared).
+    """
+    lines: list[tuple[bool, str]] = []
+    if backend == "iptables":
+        for family in (4, 6):
+            for line in _CHAIN_COUNTERS.sub("", iptables_save(ns, family)).splitlines():
+                lines.append((bool(_OURS_IPTABLES.search(line)), "%d %s" % (family, line)))
+        lines += [(False, text) for (fam, table), text in _nft_items(ns)
+                  if not (fam in ("ip", "ip6") and table in XTABLES_TABLES)]
+    elif backend == "nftables":
+        lines += [(key == OUR_TABLE, text) for key, text in _nft_items(ns)]
+    else:
+        raise ValueError(backend)
+    return [text for mine, text in lines if ours is None or mine == ours]
+
+
 # --------------------------------------------------------------------------- namespaces, users, groups
 
 def _delete_netns(name: str) -> None:

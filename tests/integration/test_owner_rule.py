@@ -3,7 +3,8 @@
 Every test runs the module through ansible-playbook (connection paranoid.netconfine.netns) in a
 namespace of its own and checks the kernel: iptables-save text and, better, behaviour (a TCP
 connection or a ping by a real user, accepted or refused). The iptables backend is named
-explicitly because these tests read iptables-save; the nftables backend has tests of its own.
+explicitly because these tests read iptables-save; the nftables backend has tests of its own
+(test_owner_rule_nftables.py), and what behaves the same on both is written once in test_owner_rule_both.py.
 """
 
 from __future__ import annotations
@@ -113,96 +114,19 @@ def converged(ns: str, args: dict) -> dict[int, str]:
 
 
 # --------------------------------------------------------------------------- seed 000
+# Seed 000's behaviour on both backends (only root through the tunnel, group members, drop policy):
+# test_owner_rule_both.py. Here what only iptables shows: the chain text and its one tagged jump.
 
-def test_seed000_only_root_may_use_the_tunnel_on_both_families_idempotently(netns_host, make_user, listener):
+def test_the_kernel_holds_the_rendered_chain_and_one_tagged_jump_per_family(netns_host):
     ns = netns_host
-    user = make_user()
-    listener(ns, 992)
-    for host in BOTH:
-        assert connect_as(ns, user, host, 992), "control: without rules everybody connects"
-    empty = saved(ns)
-    args = stunnel_args()
-
-    predicted = owner_rule(ns, args, check=True)
-    assert predicted.changed
-    assert saved(ns) == empty, "check mode changed the kernel"
-    for host in BOTH:
-        assert connect_as(ns, user, host, 992)
-
-    applied = owner_rule(ns, args)
+    applied = owner_rule(ns, stunnel_args())
     assert applied.changed
-    assert applied.result["scripts"] == predicted.result["scripts"], "check mode did not predict the run"
-    state = saved(ns)
-    assert state != empty
-
-    assert not owner_rule(ns, args, check=True).changed
-    again = owner_rule(ns, args)
-    assert not again.changed
-    assert saved(ns) == state
-
     chain = applied.result["chains"][0]
     assert re.fullmatch(r"NC-stunnel-992-[0-9a-f]{8}", chain)
     for family in (4, 6):
         assert chain_rules(ns, family, chain) == rendered_lines(applied, family, chain)
         assert chain_rules(ns, family, "OUTPUT") == [
             '-A OUTPUT -m comment --comment "netconfine:stunnel-992" -j %s' % chain]
-    for host in BOTH:
-        assert try_connect(ns, user, host, 992) == "refused", host
-        assert try_connect(ns, "root", host, 992) == "connected", host
-
-
-def test_seed000_rsync_tunnel_for_members_of_a_group_primary_or_supplementary(
-        netns_host, make_user, make_group, listener):
-    ns = netns_host
-    wheel = make_group()
-    admin_primary = make_user(group=wheel)
-    admin_suppl = make_user(groups=[wheel])
-    plebian = make_user()
-    listener(ns, 273)
-    args = {"name": "rsync-273", "rules": [
-        {"protocol": "tcp", "destination": ["localhost"], "destination_port": "273", "gid_owner": "!" + wheel,
-         "suppl_groups": True, "jump": "REJECT", "reject_with": "tcp-reset"}]}
-    converged(ns, args)
-    for host in BOTH:
-        assert try_connect(ns, admin_primary, host, 273) == "connected", host
-        assert try_connect(ns, admin_suppl, host, 273) == "connected", host
-        assert try_connect(ns, plebian, host, 273) == "refused", host
-
-    # without suppl_groups only the effective group counts: the supplementary member is shut out
-    args["rules"][0]["suppl_groups"] = False
-    assert owner_rule(ns, args).changed
-    for host in BOTH:
-        assert try_connect(ns, admin_primary, host, 273) == "connected", host
-        assert try_connect(ns, admin_suppl, host, 273) == "refused", host
-
-
-def test_seed000_drop_policy_allowed_owner_passes_replies_flow_others_not(netns_host, make_user, listener):
-    ns = netns_host
-    alice, bob = make_user(), make_user()
-    listener(ns, 992)
-    listener(ns, 993)
-    args = {"name": "crueller-output", "policy": "drop", "rules": [
-        {"protocol": "tcp", "destination": ["localhost"], "destination_port": "992", "uid_owner": alice,
-         "jump": "ACCEPT"}]}
-    converged(ns, args)
-    for family in (4, 6):
-        assert ":OUTPUT DROP" in saved(ns)[family]
-    for host in BOTH:
-        # the listener's SYN-ACK belongs to root, which no rule allows: it flows as ESTABLISHED
-        assert try_connect(ns, alice, host, 992) == "connected", host
-        assert try_connect(ns, alice, host, 993, timeout=1) == "timeout", host
-        assert try_connect(ns, bob, host, 992, timeout=1) == "timeout", host
-        assert try_connect(ns, "root", host, 992, timeout=1) == "timeout", host
-
-    gone = owner_rule(ns, dict(args, state="absent"))
-    assert gone.changed
-    state = saved(ns)
-    for family in (4, 6):
-        assert ":OUTPUT DROP" not in state[family]      # released (or the table we made is gone with it)
-        assert ours(state[family]) == []
-    for host in BOTH:
-        assert try_connect(ns, bob, host, 993) == "connected", host
-    assert not owner_rule(ns, dict(args, state="absent")).changed
 
 
 def test_a_negated_ipv4_address_still_guards_ipv6(netns_host, make_user, listener):

@@ -2,9 +2,9 @@
 
 Every test runs in its own network namespace (``netns_host``). What the tests prove:
 
-* the owner_rule scenarios (seed 000: only root may use localhost:992, on 127.0.0.1 *and* ::1;
-  members of a group through supplementary groups; drop policy) behave on ``backend: nftables``
-  with the sequence check -> apply -> check -> apply (changed, changed, unchanged, unchanged);
+* (seed 000's scenarios - only root may use localhost:992 on 127.0.0.1 *and* ::1, members of a group
+  through supplementary groups, drop policy - and the negated owner matching socketless packets run on
+  both backends in test_owner_rule_both.py);
 * every kind of rule the module renders reads back from the kernel in the rendered normal form
   (the second run of the same tasks changes nothing);
 * drift in our table is repaired; other tables (iptables-nft's ``ip filter``, a Docker-like and a
@@ -12,8 +12,7 @@ Every test runs in its own network namespace (``netns_host``). What the tests pr
 * a failure in the last statement of a two-family change leaves ``nft list ruleset``
   byte-identical (one transaction), hostile input is refused before anything is applied;
 * ``backend: auto`` picks nftables and a switch between backends cleans up the old one in the
-  same run, both ways;
-* a negated owner match also matches packets without a socket, as xt_owner does.
+  same run, both ways.
 """
 
 from __future__ import annotations
@@ -109,24 +108,16 @@ def reaches(ns: str, user: str, group: str | None = None, port: int = 992) -> di
 
 
 # --------------------------------------------------------------------------- the scenarios
+# Seed 000's behaviour on both backends (only root through the tunnel, group members, drop policy):
+# test_owner_rule_both.py. Here what only nftables shows.
 
-def test_seed_000_only_root_reaches_992_on_both_loopbacks(netns_host, make_user, listener):
+def test_a_negated_owner_is_a_return_before_the_verdict_and_other_tables_stay(netns_host):
     ns = netns_host
-    alice = make_user()
-    listener(ns, 992)
     make_foreign_tables(ns)
     before = foreign(ns)
-    assert reaches(ns, alice) == {"127.0.0.1": "connected", "::1": "connected"}
-
-    steps = [one(ns, STUNNEL, check=True), one(ns, STUNNEL), one(ns, STUNNEL, check=True), one(ns, STUNNEL)]
-    assert [s.changed for s in steps] == [True, True, False, False], [s.result for s in steps]
-    assert all(s.result["backend"] == "nftables" for s in steps)
-    assert steps[0].result["scripts"] == steps[1].result["scripts"]
-    assert "meta skuid 0 return" in steps[1].result["rendered"]["nftables ruleset"]
-
-    assert reaches(ns, alice) == {"127.0.0.1": "refused", "::1": "refused"}
-    assert reaches(ns, "root") == {"127.0.0.1": "connected", "::1": "connected"}
-    assert try_connect(ns, alice, "127.0.0.1", 993) == "refused"       # closed port: the kernel's own RST
+    res = one(ns, STUNNEL)
+    assert res.changed
+    assert "meta skuid 0 return" in res.result["rendered"]["nftables ruleset"]
     assert foreign(ns) == before
     assert "NC-" not in iptables_save(ns, 4) + iptables_save(ns, 6)
 
@@ -137,63 +128,6 @@ def test_auto_chooses_nftables_and_says_so(netns_host):
     assert "NC-stunnel-992-" in our_table(netns_host)
 
 
-def test_group_members_through_supplementary_groups(netns_host, make_user, make_group, listener):
-    ns = netns_host
-    wheel = make_group()
-    primary = make_user(group=wheel)
-    secondary = make_user(groups=[wheel])
-    outsider = make_user()
-    listener(ns, 992)
-    params = {"name": "wheel-992", "rules": [
-        {"protocol": "tcp", "destination": ["localhost"], "destination_port": "992", "gid_owner": "!" + wheel,
-         "suppl_groups": True, "jump": "REJECT", "reject_with": "tcp-reset"}]}
-    steps = [one(ns, params, check=True), one(ns, params), one(ns, params, check=True), one(ns, params)]
-    assert [s.changed for s in steps] == [True, True, False, False]
-
-    assert reaches(ns, primary) == {"127.0.0.1": "connected", "::1": "connected"}
-    assert reaches(ns, secondary) == {"127.0.0.1": "connected", "::1": "connected"}
-    assert reaches(ns, outsider) == {"127.0.0.1": "refused", "::1": "refused"}
-    # running as the group (sg wheel -c CMD) is membership too, as with --suppl-groups
-    assert reaches(ns, outsider, group=wheel) == {"127.0.0.1": "connected", "::1": "connected"}
-
-    # membership is resolved at converge time and is part of the state: a new member is drift
-    run("usermod", "-a", "-G", wheel, outsider)
-    assert reaches(ns, outsider)["127.0.0.1"] == "refused"
-    drift = one(ns, params, check=True)
-    assert drift.changed, drift.result
-    assert one(ns, params).changed
-    assert reaches(ns, outsider) == {"127.0.0.1": "connected", "::1": "connected"}
-    assert not one(ns, params).changed
-
-
-def test_drop_policy_lets_root_and_replies_through(netns_host, make_user, listener):
-    ns = netns_host
-    alice = make_user()
-    listener(ns, 992)
-    params = {"name": "crueller-output", "policy": "drop", "rules": [
-        {"protocol": "tcp", "destination": ["localhost"], "destination_port": "992", "uid_owner": "root",
-         "jump": "ACCEPT"}]}
-    steps = [one(ns, params, check=True), one(ns, params), one(ns, params, check=True), one(ns, params)]
-    assert [s.changed for s in steps] == [True, True, False, False]
-    assert "policy drop;" in our_table(ns)
-    assert reaches(ns, "root") == {"127.0.0.1": "connected", "::1": "connected"}
-    assert try_connect(ns, alice, "127.0.0.1", 992, timeout=1) == "timeout"  # the SYN is dropped
-    # the module's own removal example names no policy: the drop it set is released all the same
-    absent = one(ns, {"name": "crueller-output", "state": "absent"})
-    assert absent.changed and our_table(ns) == ""
-    assert reaches(ns, alice)["::1"] == "connected"
-
-
-@pytest.mark.parametrize("backend", ["iptables", "nftables"])
-def test_negated_owner_also_matches_socketless_packets_like_xt_owner(netns_host, backend):
-    """The kernel's RST from a closed port has no owning process: '! --uid-owner 0' matches it."""
-    ns = netns_host
-    params = {"name": "rst", "backend": backend, "rules": [
-        {"protocol": "tcp", "source_port": "993", "uid_owner": "!root", "jump": "DROP"}]}
-    assert try_connect(ns, "root", "127.0.0.1", 993) == "refused"
-    assert converge(ns, params)[0].changed
-    assert try_connect(ns, "root", "127.0.0.1", 993, timeout=1) == "timeout"
-    assert try_connect(ns, "root", "::1", 993, timeout=1) == "timeout"
 
 
 # --------------------------------------------------------------------------- every rule kind, through the kernel
