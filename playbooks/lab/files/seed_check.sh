@@ -2,7 +2,8 @@
 # The seeds' own commands on crueller; prints one word, the outcome (never fails).
 #   seed_check.sh rsync USER -4|-6    rsync --port=273 localhost::attic/stuff.txt as USER: got-stuff.txt | refused | ...
 #   seed_check.sh sg USER GROUP HOST  sg GROUP -c 'ping HOST' as USER: network | no-network
-#   seed_check.sh logged HOST         does root's ping to HOST raise the root-egress: LOG counter: logged | not-logged
+#   seed_check.sh logged HOST [kmsg]  does root's ping to HOST raise the root-egress: LOG counter: logged | not-logged;
+#                                     with kmsg (net.netfilter.nf_log_all_netns=1) also a kernel log line: logged+kmsg
 case "$1" in
   rsync)
     d=$(mktemp -d); chmod 777 "$d"
@@ -22,8 +23,15 @@ case "$1" in
     # the rule logs at most 10/min (burst 5): after a busy converge its bucket may be empty, and one
     # token comes back every 6 s, so wait for one first; then the LOG rule's counter must rise
     sleep 7
+    lines() { dmesg 2>/dev/null | grep -c "root-egress: .* DST=$1 "; }
+    k=$(lines "$2")
     a=$(count); ping -n -c1 -W2 "$2" >/dev/null 2>&1; b=$(count)
-    if [ "$b" -gt "$a" ]; then echo logged; else echo "not-logged ($a -> $b)"; fi ;;
+    if [ "$b" -le "$a" ]; then echo "not-logged ($a -> $b)"
+    elif [ "${3:-}" != kmsg ]; then echo logged
+    else
+      for _ in 1 2 3 4 5 6 7 8 9 10; do [ "$(lines "$2")" -gt "$k" ] && break; sleep 0.2; done
+      if [ "$(lines "$2")" -gt "$k" ]; then echo logged+kmsg; else echo "logged (counter), no kernel log line"; fi
+    fi ;;
   *) echo "usage: $0 rsync|sg|logged ..."; exit 2 ;;
 esac
 exit 0
