@@ -64,10 +64,12 @@ def _shell_word(arg):
     return arg
 
 
-def render_namespace_unit(ns, ip, restore=None):
+def render_namespace_unit(ns, ip, restore=None, link_sysctls=()):
     """Text of ``netconfine-ns-NAME.service`` (pure). ``ip``: path of ip(8); ``restore``: path of
-    ``netconfine-restore`` when the task persists, else None."""
+    ``netconfine-restore`` when the task persists, else None; ``link_sysctls``: ((key, value), ...) of
+    the host-side veth (``net/ipv4/conf/vh-NAME/route_localnet``), set once the veth exists."""
     commands = [" ".join(_shell_word(w) for w in [ip] + argv[1:]) for argv in netns_links.boot_commands(ns)]
+    commands += ["echo %s > /proc/sys/%s" % (_shell_word(value), _shell_word(key)) for key, value in link_sysctls]
     if restore:
         commands.append("/bin/sh %s %s" % (_shell_word(restore), ns.name))
     body = "; \\\n  ".join(commands)
@@ -160,6 +162,11 @@ class SystemdUnits:
     def units(self, policy):
         launchers = dict((i.namespace, i) for i in policy.resources if isinstance(i, model.Launcher))
         self._declared = dict((n.name, (n, launchers.get(n.name))) for n in netns_links.declared(policy).values())
+        # sysctls of a veth we create (route_localnet): the boot restore runs before the link exists
+        self._link_sysctls = dict((n.name, tuple(sorted((i.key, i.value) for i in policy.resources
+                                                        if isinstance(i, model.Sysctl) and n.host_link and
+                                                        "/conf/%s/" % n.host_link in i.key)))
+                                  for n in netns_links.declared(policy).values())
         return tuple(sorted(self._declared))
 
     def _paths(self, unit):
@@ -207,7 +214,8 @@ class SystemdUnits:
         ns, launcher = self._declared[unit]
         if launcher is not None:
             self._check_version(launcher)
-        texts = [(namespace_unit(unit), render_namespace_unit(ns, self.ip, self.restore))]
+        texts = [(namespace_unit(unit), render_namespace_unit(ns, self.ip, self.restore,
+                                                              self._link_sysctls.get(unit, ())))]
         if launcher is not None:
             texts.append((daemon_unit(unit), render_daemon_unit(launcher)))
         facts = []

@@ -92,6 +92,17 @@ def test_namespace_unit_builds_with_the_links_commands_and_restores_inside_rules
     assert "After=netconfine-restore.service" in text
 
 
+def test_namespace_unit_sets_the_veth_sysctls_once_the_veth_exists(tmp_path):
+    state = make(tmp_path, Systemctl())
+    pol = model.Policy(name="netns-web", resources=(NS, model.Sysctl("net/ipv4/ip_forward", "1"),
+                                                    model.Sysctl("net/ipv4/conf/vh-web/route_localnet", "1")))
+    state.units(pol)
+    text = dict(f[1].split("\n", 1) for f in state.render(pol, "web")["web"].facts if f[0] == "file")
+    unit = text[str(tmp_path / "units" / "netconfine-ns-web.service")]
+    assert "dev vn-web; \\\n  echo 1 > /proc/sys/net/ipv4/conf/vh-web/route_localnet; \\\n" in unit
+    assert "ip_forward" not in unit
+
+
 def test_loopback_only_namespace_unit_has_no_links():
     bare = model.Netns(name="conv")
     text = systemd_units.render_namespace_unit(bare, "/usr/sbin/ip")
