@@ -99,8 +99,8 @@ def wait_for(predicate, what, timeout=15):
 
 def daemon_pid(ctr, unit):
     pid = ctr.sh("systemctl show -p MainPID --value %s" % unit).stdout.strip()
-    assert pid not in ("", "0"), ctr.sh("systemctl status %s --no-pager; journalctl -u %s --no-pager | tail -20"
-                                       % (unit, unit), check=False).stdout
+    status = "systemctl status %s --no-pager; journalctl -u %s --no-pager | tail -20" % (unit, unit)
+    assert pid not in ("", "0"), ctr.sh(status, check=False).stdout
     return pid
 
 
