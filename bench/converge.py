@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netconfine_bench import namespaces, report, suite  # noqa: E402
+from netconfine_bench import namespaces, playbooks, report, suite  # noqa: E402
 from netconfine_bench.scenarios import SCENARIOS  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -65,6 +65,8 @@ def parse_args(argv):
     p.add_argument("--fleet-rules", type=int)
     p.add_argument("--fleet-forks", type=int)
     p.add_argument("--fleet-runs", type=int)
+    p.add_argument("--rules-from", choices=("inline", "json"), default="inline",
+                   help="the rules inline in the play (default) or from a JSON file lookup")
     p.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--report", metavar="JSON", help="print the tables of a saved run and exit")
     return p.parse_args(argv)
@@ -89,6 +91,7 @@ def main(argv=None):
         if value is not None:
             preset[key] = value
     scenario = SCENARIOS[args.scenario]
+    playbooks.RULES_FROM["mode"] = args.rules_from
     for name in namespaces.sweep():
         print("removed leftover namespace %s" % name, file=sys.stderr)
     notes = []

@@ -36,9 +36,33 @@ def play(tasks) -> list:
     return [{"name": "bench", "hosts": "all", "gather_facts": False, "tasks": list(tasks)}]
 
 
-def module_task(fqcn: str, args: dict) -> dict:
+# How the tasks get their rules: "inline" (in the play, as YAML/JSON data) or "json" (a JSON file read by
+# ``lookup('file', ...) | from_json``, as a real inventory would keep 1,000 rules). Set by converge.py
+# --rules-from. Ansible pays differently for the two: inline data is parsed with the play and templated
+# per task; a lookup is one template call returning the parsed list.
+RULES_FROM = {"mode": "inline"}
+_RULES_DIR = []
+
+
+def rules_value(value):
+    """``value`` as the task receives it under RULES_FROM (a lookup of a JSON file written once)."""
+    if RULES_FROM["mode"] == "inline":
+        return value
+    if not _RULES_DIR:
+        _RULES_DIR.append(tempfile.TemporaryDirectory(prefix="ncb-rules-"))
+    fd, path = tempfile.mkstemp(suffix=".json", dir=_RULES_DIR[0].name)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle)
+    return "{{ lookup('file', %r) | from_json }}" % path
+
+
+def _with_rules(args: dict, data_key: str) -> dict:
+    return dict(args, **{data_key: rules_value(args[data_key])}) if data_key in args else args
+
+
+def module_task(fqcn: str, args: dict, data_key: str = "rules") -> dict:
     """One task: the module with all its rules."""
-    return {"name": "module", fqcn: args}
+    return {"name": "module", fqcn: _with_rules(args, data_key)}
 
 
 def peer_task(items: list) -> dict:
@@ -49,9 +73,9 @@ def peer_task(items: list) -> dict:
             "loop": items}
 
 
-def carry_task(data: dict) -> dict:
-    """The same rules handed to a module that does nothing (bench/library/ncb_carry.py)."""
-    return {"name": "carry", "ncb_carry": data}
+def carry_task(data: dict, data_key: str = "rules") -> dict:
+    """The same rules handed to a module that does nothing (bench/library/ncb_carry.py), the same way."""
+    return {"name": "carry", "ncb_carry": _with_rules(data, data_key)}
 
 
 def trivial_task() -> dict:

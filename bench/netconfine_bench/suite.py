@@ -139,7 +139,7 @@ def measure_floor(results: Results, config: Config, n: int, backend: str, workdi
         ns = hosts[0]
         with playbooks.PlaybookRun(hosts, [playbooks.trivial_task()], workdir=workdir) as pb:
             trivial = pb.run()
-        with playbooks.PlaybookRun(hosts, [playbooks.carry_task(carry_args)], workdir=workdir) as pb:
+        with playbooks.PlaybookRun(hosts, [playbooks.carry_task(carry_args, scenario.data_key)], workdir=workdir) as pb:
             carry = pb.run(expect_changed=False)
         if backend == "iptables":
             read = ["ip", "netns", "exec", ns, "iptables-save"]
@@ -193,7 +193,7 @@ def measure_trivial(results: Results, section: str, key: str, hosts_count: int, 
 
 
 def _module_tasks(scenario: Scenario, n: int, backend: str) -> list:
-    return [playbooks.module_task(scenario.module, dict(scenario.params(n), backend=backend))]
+    return [playbooks.module_task(scenario.module, dict(scenario.params(n), backend=backend), scenario.data_key)]
 
 
 def _size_steps(results: Results, config: Config, round_: int, n: int, workdir: str) -> list:
@@ -231,7 +231,7 @@ def run_suite(config: Config) -> Results:
                 "runs": config.runs, "peer_sizes": list(config.peer_sizes), "peer_runs": config.peer_runs,
                 "backends": list(config.backends), "fleet_hosts": config.fleet_hosts,
                 "fleet_rules": config.fleet_rules, "fleet_forks": config.fleet_forks,
-                "fleet_runs": config.fleet_runs, "argv": sys.argv},
+                "fleet_runs": config.fleet_runs, "rules_from": playbooks.RULES_FROM["mode"], "argv": sys.argv},
         environment=environment())
     rounds = max(config.runs, config.peer_runs if config.peer_sizes else 0)
     with tempfile.TemporaryDirectory(prefix="ncb-") as workdir:
