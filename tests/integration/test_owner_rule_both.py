@@ -171,6 +171,7 @@ def test_seed000_drop_policy_allowed_owner_passes_replies_flow_others_not(netns_
     if backend == "nftables":
         assert kernel_rules(ns, backend) == empty
 
+
 def test_negated_owner_also_matches_socketless_packets_like_xt_owner(netns_host, backend):
     """The kernel's RST from a closed port has no owning process: '! --uid-owner 0' matches it."""
     ns = netns_host

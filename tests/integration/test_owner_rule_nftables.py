@@ -128,8 +128,6 @@ def test_auto_chooses_nftables_and_says_so(netns_host):
     assert "NC-stunnel-992-" in our_table(netns_host)
 
 
-
-
 # --------------------------------------------------------------------------- every rule kind, through the kernel
 
 def _normal_form_tasks() -> list[dict]:
