@@ -65,10 +65,12 @@ BACKENDS = {"iptables": iptables_backend, "nftables": nftables_backend}
 AUTO_ORDER = ("nftables", "iptables")
 
 
-def choose_backends(module, run, order=AUTO_ORDER):
+def choose_backends(module, run, order=AUTO_ORDER, policy=None):
     """The backend to converge with first, then every other usable one (to clean up after a switch).
 
-    ``order``: the backends the module can render, best first (default: all of AUTO_ORDER).
+    ``order``: the backends the module can render, best first (default: all of AUTO_ORDER). A backend
+    whose ``refuses(policy)`` gives a reason (this host's kernel cannot hold what the policy needs on it,
+    e.g. nftables secmark objects without SELinux) counts as not usable for this task.
     """
     usable, why = [], {}
     if module.params["backend"] not in ("auto",) + tuple(order):
@@ -78,7 +80,12 @@ def choose_backends(module, run, order=AUTO_ORDER):
         factory = BACKENDS.get(name)
         backend = factory(module, run) if factory else None
         if backend is not None and backend.usable():
-            usable.append(backend)
+            refuses = getattr(backend, "refuses", None)
+            refusal = refuses(policy) if refuses and policy is not None else None
+            if refusal:
+                why[name] = ": %s" % refusal
+            else:
+                usable.append(backend)
         elif getattr(backend, "unusable_reason", None):
             why[name] = ": %s" % backend.unusable_reason
     wanted = module.params["backend"]
@@ -178,7 +185,7 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                 raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
             result = render_only(policy, factory(module, run), [make(module, run) for make in states])
         else:
-            chosen = choose_backends(module, run, backends)
+            chosen = choose_backends(module, run, backends, policy)
             seams = [make(module, run) for make in states]
             persisted = persist_state(module, [chosen[0]] + [s for s in seams if getattr(s, "persistent", False)])
             committed = _committed(module)

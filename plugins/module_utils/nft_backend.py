@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import nft_render, shadowing
+from ansible_collections.paranoid.netconfine.plugins.module_utils import nft_render, secmark_render, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import TABLE, TABLE_FAMILY, TABLE_NAME
 
@@ -38,6 +38,8 @@ _CGROUP2_KEY = '"cgroupv2"'
 IN_ORDER = "in order"
 TAG_PREFIX = "netconfine:"
 _MISSING_TABLE = "No such file or directory"
+SELINUXFS = "/sys/fs/selinux"
+PROBE_TABLE = "netconfine_probe"
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,10 @@ class NftChain:
 
 @dataclass(frozen=True)
 class NftTable:
+    """One table as nft listed it; ``secmarks`` are its secmark objects as (name, context)."""
     name: str
     chains: Tuple[NftChain, ...] = ()
+    secmarks: Tuple[Tuple[str, str], ...] = ()
 
     def chain(self, name):
         for chain in self.chains:
@@ -70,16 +74,19 @@ class Owned:
     task's chain and helper chains with their canonical rules; ``jumps``:
     (base chain, canonical rule, placement) of the task's rules in base
     chains, placement ``in order`` when the rule occurs once in a chain that
-    holds only netconfine rules in their deterministic order.
+    holds only netconfine rules in their deterministic order; ``objects``:
+    (name, context) of the secmark objects of the task's chains.
     """
     table: str
     bases: Tuple[Tuple[str, str, str, int], ...] = ()
     policies: Tuple[Tuple[str, str], ...] = ()
     chains: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     jumps: Tuple[Tuple[str, str, str], ...] = ()
+    objects: Tuple[Tuple[str, str], ...] = ()
 
     def lines(self):
         out = ["table %s" % self.table]
+        out += [secmark_render.object_line(name, context) for name, context in self.objects]
         policies = dict(self.policies)
         for name, kind, hook, prio in self.bases:
             policy = "; policy %s" % policies.pop(name) if name in policies else ""
@@ -100,10 +107,13 @@ def parse_list(text):
         items = json.loads(text)["nftables"]
     except (ValueError, KeyError, TypeError) as exc:
         raise NetconfineError("cannot parse nft -j output (%s)" % exc, "backend")
-    tables, chains, rules = {}, {}, {}
+    tables, chains, rules, secmarks = {}, {}, {}, {}
     for item in items:
         if "table" in item:
             tables["%s %s" % (item["table"]["family"], item["table"]["name"])] = []
+        elif "secmark" in item:
+            obj = item["secmark"]
+            secmarks.setdefault("%s %s" % (obj["family"], obj["table"]), []).append((obj["name"], obj["context"]))
         elif "chain" in item:
             ch = item["chain"]
             key = "%s %s" % (ch["family"], ch["table"])
@@ -119,7 +129,7 @@ def parse_list(text):
             definition = (ch["type"], ch["hook"], ch["prio"]) if "hook" in ch else None
             parsed.append(NftChain(ch["name"], definition, ch.get("policy") if definition else None,
                                    tuple(rules.get((table, ch["name"]), ()))))
-        out[table] = NftTable(table, tuple(parsed))
+        out[table] = NftTable(table, tuple(parsed), tuple(sorted(secmarks.get(table, ()))))
     return out
 
 
@@ -165,7 +175,7 @@ class NftablesBackend:
     name = "nftables"
     offline_units = (UNIT,)
 
-    def __init__(self, run, nft, unshare=None, cgroup_root=CGROUP_ROOT):
+    def __init__(self, run, nft, unshare=None, cgroup_root=CGROUP_ROOT, selinuxfs=SELINUXFS):
         """``run(argv, data=None) -> (rc, out, err)``; ``nft`` is the path of the nft binary or None.
 
         ``unshare`` (its path, or None) lets nft see the cgroup v2 hierarchy where it looks for
@@ -176,6 +186,7 @@ class NftablesBackend:
         self.nft = nft
         self.unshare = unshare
         self.cgroup_root = cgroup_root
+        self.selinuxfs = selinuxfs
         self._usable = None
         self.unusable_reason = None
 
@@ -204,6 +215,31 @@ class NftablesBackend:
                 self.unusable_reason = "%s printed no JSON (nft built without JSON support?)" % " ".join(argv)
         return self._usable
 
+    def refuses(self, policy):
+        """Why this host cannot hold what ``policy`` needs on nftables (text), or None when it can.
+
+        SECMARK labels need secmark objects, which the kernel only accepts with SELinux active (it
+        turns the context into a SID when the object is added). Asked with ``nft -c`` (the kernel
+        checks the batch and commits nothing) for a throwaway table holding one object with the
+        loaded policy's own context for unlabeled packets (``/sys/fs/selinux/initial_contexts/unlabeled``),
+        since the task's own types may be installed only later in the same run.
+        """
+        if not policy.present or not any(secmark_render.objects(chain) for chain in policy.chains):
+            return None
+        path = os.path.join(self.selinuxfs, "initial_contexts", "unlabeled")
+        try:
+            with open(path, "rb") as handle:
+                context = handle.read().rstrip(b"\0\n").decode("ascii")
+        except (IOError, OSError, UnicodeDecodeError) as exc:
+            return "SELinux is not active, so the kernel cannot hold nftables secmark objects (%s)" % exc
+        if _UNSAFE & set(context) or not context:
+            return "unexpected context %r in %s" % (context, path)
+        script = 'add table inet %s\nadd secmark inet %s probe { "%s" }\n' % (PROBE_TABLE, PROBE_TABLE, context)
+        rc, out, err = self.run([self.nft, "-c", "-f", "-"], data=script)
+        if rc != 0:
+            return "the kernel refuses nftables secmark objects (nft -c: %s)" % " ".join((err or out).split())
+        return None
+
     def units(self, policy):
         return (UNIT,)
 
@@ -223,13 +259,14 @@ class NftablesBackend:
 
     def render(self, policy, unit):
         """Desired Owned of one task: {"inet netconfine": Owned} (empty when nothing is wanted)."""
-        bases, policies, chains, jumps = {}, {}, [], []
+        bases, policies, chains, jumps, objects = {}, {}, [], [], []
         if not policy.present:
             return {}
         for chain in policy.chains:
             managed = _managed(policy, chain)
             marker = (nft_render.canonical(nft_render.policy_marker()),) if "policy" in dict(managed) else ()
             rules = tuple(r for r in chain.rules if r.family in policy.families)
+            objects += secmark_render.objects(_with_rules(chain, rules))
             for index, (name, rendered) in enumerate(nft_render.render_chain(_with_rules(chain, rules))):
                 chains.append((name, (marker if index == 0 else ()) + tuple(nft_render.canonical(r)
                                                                             for r in rendered)))
@@ -243,7 +280,7 @@ class NftablesBackend:
                     policies[base.name] = value
                 else:
                     jumps.append((base.name, nft_render.canonical(value), IN_ORDER))
-        return _freeze(bases, policies, chains, jumps)
+        return _freeze(bases, policies, chains, jumps, objects)
 
     def owned(self, tables, policy, unit):
         """What our table holds of this task."""
@@ -254,6 +291,7 @@ class NftablesBackend:
             return any(name == m or (name.startswith(m + ".") and name[len(m) + 1:].isdigit()) for m in mains)
 
         chains = [(c.name, c.rules) for c in table.chains if c.definition is None and ours(c.name)]
+        objects = [o for o in table.secmarks if any(secmark_render.is_object_of(o[0], m) for m in mains)]
         bases, policies, jumps = {}, {}, []
         marker = nft_render.canonical(nft_render.policy_marker())
         for chain in policy.chains:
@@ -281,7 +319,7 @@ class NftablesBackend:
                         "chain %s is already owned by task %r (rule %s in %s); choose another name"
                         % (targets[0], tag[len(TAG_PREFIX):], nft_render.format_rule(rule), chain.name), "name")
                 jumps.append((chain.name, text, _placement(chain.rules, text)))
-        return _freeze(bases, policies, chains, jumps)
+        return _freeze(bases, policies, chains, jumps, objects)
 
     def script(self, tables, current, desired, restore_jumps=None):
         """The ``nft -j -f`` batch taking ``current`` to ``desired`` ("" when they are equal).
@@ -301,12 +339,17 @@ class NftablesBackend:
         ours_old = set(rule for _b, rule, _p in cur.jumps) | set(rule for _b, rule, _p in want.jumps)
         want_bases = dict((b[0], b[1:]) for b in want.bases)
         want_policies = dict(want.policies)
+        want_objects, cur_objects, existing_objects = dict(want.objects), dict(cur.objects), dict(table.secmarks)
 
         # the whole table after this change
         regular = dict((c.name, c.rules) for c in table.chains if c.definition is None)
         for name in cur_chains:
             regular.pop(name, None)
         regular.update(want_chains)
+        objects = dict(existing_objects)
+        for name in cur_objects:
+            objects.pop(name, None)
+        objects.update(want_objects)
         base_names = (set(c.name for c in table.chains if c.definition is not None) | set(want_bases)
                       | set(want_policies) | set(b for b, _r, _p in want.jumps))
         final = {}
@@ -322,7 +365,8 @@ class NftablesBackend:
                 policy = found.policy      # not ours: left as it is
             final[name] = (tuple(definition), policy or "accept", tuple(rules))
 
-        empty = not regular and all(not rules and policy == "accept" for _d, policy, rules in final.values())
+        empty = not regular and not objects and all(not rules and policy == "accept"
+                                                    for _d, policy, rules in final.values())
         table_ref = {"family": TABLE_FAMILY, "name": TABLE_NAME}
         if empty:
             return _batch([{"delete": {"table": table_ref}}]) if tables.get(TABLE) else ""
@@ -338,10 +382,21 @@ class NftablesBackend:
                 rule.update({"family": TABLE_FAMILY, "table": TABLE_NAME, "chain": name})
                 cmds.append({"add": {"rule": rule}})
 
+        object_ref = chain_ref      # a secmark object is named like a chain: family, table, name
+
         cmds = [{"add": {"table": table_ref}}]
+        # 0. secmark objects, before any rule names them. One whose context differs (made by hand) is
+        #    deleted and added again once no rule refers to it: the kernel cannot update a secmark object.
+        replaced = sorted(n for n, context in want_objects.items() if existing_objects.get(n, context) != context)
+        referring = sorted(c.name for c in table.chains if c.definition is None and any(
+            set(secmark_render.references(_rule_of(r))) & set(replaced) for r in c.rules))
+        cmds += [{"flush": {"chain": chain_ref(n)}} for n in referring]
+        cmds += [{"delete": {"secmark": object_ref(n)}} for n in replaced]
+        cmds += [{"add": {"secmark": object_ref(n, context=want_objects[n])}} for n in sorted(want_objects)
+                 if n not in existing_objects or n in replaced]
         # 1. the task's chains: declare all (jumps between them), then refill those that differ
         changed = [(n, r) for n, r in want.chains if n not in existing or existing[n].rules != r
-                   or existing[n].definition is not None]
+                   or existing[n].definition is not None or n in referring]
         for name, _rules in changed:
             if name in existing and existing[name].definition is not None:
                 cmds += [{"flush": {"chain": chain_ref(name)}}, {"delete": {"chain": chain_ref(name)}}]
@@ -374,6 +429,9 @@ class NftablesBackend:
         doomed = [n for n in cur_chains if n not in want_chains and n in existing]
         cmds += [{"flush": {"chain": chain_ref(n)}} for n in doomed]
         cmds += [{"delete": {"chain": chain_ref(n)}} for n in doomed + doomed_bases]
+        # 4. secmark objects no longer owned, now that no rule refers to them
+        cmds += [{"delete": {"secmark": object_ref(n)}} for n in sorted(cur_objects)
+                 if n not in want_objects and n in existing_objects]
         if any(_needs_text(c) for c in cmds):
             return batch_text(cmds)
         return _batch(cmds)
@@ -438,11 +496,11 @@ def _managed(policy, chain):
     return []
 
 
-def _freeze(bases, policies, chains, jumps):
-    if not (bases or policies or chains or jumps):
+def _freeze(bases, policies, chains, jumps, objects=()):
+    if not (bases or policies or chains or jumps or objects):
         return {}
     return {TABLE: Owned(TABLE, tuple(sorted(bases.values())), tuple(sorted(policies.items())),
-                         tuple(sorted(chains)), tuple(sorted(jumps)))}
+                         tuple(sorted(chains)), tuple(sorted(jumps)), tuple(sorted(set(objects))))}
 
 
 # Characters that could end a quoted string, a statement or a block, start a comment or a
@@ -475,6 +533,9 @@ def batch_text(cmds):
             raise NetconfineError("refusing to write %r into an nft script" % bad[0], "backend")
         if kind == "table":
             lines.append("%s table %s %s" % (verb, spec["family"], spec["name"]))
+        elif kind == "secmark":
+            line = "%s secmark %s %s %s" % (verb, spec["family"], spec["table"], spec["name"])
+            lines.append(line + (' { "%s" }' % spec["context"] if verb == "add" else ""))
         elif kind == "chain":
             line = "%s chain %s %s %s" % (verb, spec["family"], spec["table"], spec["name"])
             if verb == "add" and "hook" in spec:

@@ -39,7 +39,7 @@ import json
 import socket
 from collections import namedtuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render, secmark_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 TABLE_FAMILY = "inet"
@@ -285,7 +285,7 @@ def _limit(m):
 COUNTER = {"counter": None}
 
 
-def _target(target, family, c):
+def _target(target, family, c, chain=None):
     if isinstance(target, model.Verdict):
         c.statement = [{VERDICTS[target.name]: None}]
         if target.name == "DROP":
@@ -312,6 +312,8 @@ def _target(target, family, c):
     elif isinstance(target, model.Jump):
         c.statement = [{"jump": {"target": target.chain}}]
         c.terminal = False
+    elif secmark_render.nft_target(target, c, chain):
+        pass
     elif not nat_render.nft_target(target, family, c):
         raise TypeError("no nftables form for target %r" % (target,))
 
@@ -325,8 +327,11 @@ MATCHES = {
 }
 
 
-def compile_rule(rule):
-    """One model.Rule -> Compiled (nft expressions, not yet placed in a chain)."""
+def compile_rule(rule, chain=None):
+    """One model.Rule -> Compiled (nft expressions, not yet placed in a chain).
+
+    ``chain``: the name of the chain the rule is rendered for (a SECMARK label names an object of it).
+    """
     c = Compiled(rule.family)
     ip = "ip" if rule.family == 4 else "ip6"
     head = []
@@ -363,7 +368,7 @@ def compile_rule(rule):
             side.extend(MATCHES[type(m)](m, c))
         else:
             raise TypeError("no nftables form for match %r" % (m,))
-    _target(rule.target, rule.family, c)
+    _target(rule.target, rule.family, c, chain)
     return c
 
 
@@ -684,7 +689,7 @@ def _merged(group, verdict_chain=None):
 
 def render_chain(chain, merge=True):
     """A model.Chain -> [(chain name, [rule])]: the task's chain first, then its helpers."""
-    compiled = _family_pass([compile_rule(r) for r in chain.rules])
+    compiled = _family_pass([compile_rule(r, chain.name) for r in chain.rules])
     chains = _emit(chain.name, compiled)
     if merge:
         counted = {}      # a counted verdict of a verdict map -> the helper chain holding it
@@ -835,9 +840,10 @@ def _fmt_verdict(value):
 
 
 def format_expr(expr):
-    nat = nat_render.nft_format(expr)
-    if nat is not None:
-        return nat
+    for concern in (nat_render, secmark_render):
+        text = concern.nft_format(expr)
+        if text is not None:
+            return text
     (kind, body), = expr.items()
     if kind == "match":
         left = body["left"]

@@ -152,17 +152,14 @@ def _chains(name, labels, families, ours, types, resolved):
         # anything is labelled, so the reply to a labelled packet carries its label (not unlabeled_t)
         if not by_direction[direction] and not (labelled_families and direction in ("input", "output")):
             continue
-        rules = []
-        for family in families:
-            if family not in labelled_families:
-                continue
-            labelled = [r for r in by_direction[direction] if r.family == family]
-            rules.append(model.Rule(family, model.ConnSecmark("restore"),
-                                    matches=(model.Conntrack(("RELATED", "ESTABLISHED")),)))
-            if not labelled:
-                continue
-            rules += labelled
-            rules.append(model.Rule(family, model.ConnSecmark("save"), matches=(model.Conntrack(("NEW",)),)))
+        # per family: restore, the labels in the order declared, save; the families side by side (each
+        # backend takes its families' rules in order, and nftables makes one inet rule of a v4/v6 pair)
+        labelled = by_direction[direction]
+        rules = [model.Rule(family, model.ConnSecmark("restore"), matches=(model.Conntrack(("RELATED", "ESTABLISHED")),))
+                 for family in families if family in labelled_families]
+        rules += labelled
+        rules += [model.Rule(family, model.ConnSecmark("save"), matches=(model.Conntrack(("NEW",)),))
+                  for family in families if any(r.family == family for r in labelled)]
         chains.append(model.Chain(TABLE, fields.chain_name(name, direction), tuple(rules),
                                   model.Hook(builtin, "first")))
     return tuple(chains), resolved

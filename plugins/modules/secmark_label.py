@@ -20,11 +20,22 @@ description:
     C(semodule --list-modules=full --checksum) reports for it, so an unchanged module is never reinstalled (a
     reinstall rebuilds the whole policy, 10-40 s). A module that does not compile is reported with the
     compiler's message and the option behind the failing line; the policy store is left unchanged.
-  - The label part (O(labels)) becomes one chain per direction in table C(mangle), laid out like refpolicy's
-    netfilter skeleton. C(CONNSECMARK --restore) comes first for RELATED and ESTABLISHED packets, then one
-    C(SECMARK --selctx) rule per label, then C(CONNSECMARK --save) for NEW ones. Replies and related packets
-    thus carry the label of the packet that opened the connection. The chains are hooked first from OUTPUT, INPUT
-    and FORWARD and replaced in one atomic C(iptables-restore --noflush) per family.
+  - The label part (O(labels)) becomes one chain per direction, laid out like refpolicy's netfilter skeleton.
+    The connection's label is restored first for RELATED and ESTABLISHED packets, then each label rule sets its
+    packet type, then the label of NEW packets is saved to the connection. Replies and related packets thus carry
+    the label of the packet that opened the connection.
+  - On O(backend=iptables) the chains are in table C(mangle), hooked first from OUTPUT, INPUT and FORWARD, with
+    C(CONNSECMARK --restore), C(SECMARK --selctx CONTEXT) and C(CONNSECMARK --save), replaced in one atomic
+    C(iptables-restore --noflush) per family.
+  - On O(backend=nftables) they are chains of C(table inet netconfine) jumped to from base chains at the
+    priority of iptables' C(mangle) table (C(mangle_output) C(type route hook output priority -151), C(mangle_input)
+    and C(mangle_forward) C(type filter ... priority -151)). Each packet type is a secmark object of the chain
+    (C(secmark NC-...-output-1a2b3c4d.myhttp_client_packet_t { "system_u:object_r:myhttp_client_packet_t:s0" })),
+    and the rules are C(ct state established,related meta secmark set ct secmark), C(meta secmark set "OBJECT")
+    per label and C(ct state new ct secmark set meta secmark). Objects and rules change in one C(nft -f)
+    transaction; an object goes only after the last rule naming it.
+  - V(auto) picks V(nftables) where the kernel accepts secmark objects (asked with C(nft -c), which commits
+    nothing; the kernel needs SELinux active for them) and V(iptables) otherwise.
   - Order. On O(state=present) the module is installed before any rule names its types. On O(state=absent)
     the rules go first, then the module.
   - B(The unlabeled_t hazard.) The moment any SECMARK rule exists, every packet no rule labelled is
@@ -52,8 +63,9 @@ attributes:
     support: full
     platforms: posix
 notes:
-  - The labels need the kernel's SECMARK and CONNSECMARK targets. Only the V(iptables) O(backend) renders them
-    so far. V(auto) means V(iptables) here, and V(nftables) fails saying so.
+  - The labels need the kernel's SECMARK and CONNSECMARK targets (V(iptables)) or nftables secmark objects and
+    C(ct secmark) (V(nftables), Debian's stock kernels have both). Pinning O(backend=nftables) on a kernel that
+    refuses secmark objects fails saying why, before anything is installed.
   - Domains are SELinux types of processes (C(mozilla_t)). The attribute V(domain) (every domain) is accepted in
     O(allow_unlabeled.domains). Every other name must be a type the loaded policy defines; it is checked
     before anything is installed.
@@ -165,7 +177,6 @@ EXAMPLES = r"""
 - name: Only mozilla_t may talk to the proxy
   paranoid.netconfine.secmark_label:
     name: proxy
-    backend: iptables
     packet_types:
       - name: myhttp_client_packet_t
         kind: client
@@ -185,7 +196,7 @@ EXAMPLES = r"""
 - name: SSH keeps working without allow_unlabeled
   paranoid.netconfine.secmark_label:
     name: ssh
-    backend: iptables
+    backend: nftables
     labels:
       - direction: input
         protocol: tcp
@@ -214,9 +225,9 @@ backend:
   description: The netfilter backend used.
   returned: always
   type: str
-  sample: iptables
+  sample: nftables
 chains:
-  description: Names of the owned chains in table C(mangle).
+  description: Names of the owned chains (in table C(mangle) on iptables, in C(table inet netconfine) on nftables).
   returned: always
   type: list
   elements: str
@@ -224,11 +235,12 @@ chains:
 rendered:
   description:
     - What the task owns once applied, per unit. C(selinux policy) holds the module's checksum and CIL,
-      C(iptables 4) and C(iptables 6) the owned mangle chains.
+      C(iptables 4) and C(iptables 6) the owned mangle chains, C(nftables ruleset) the secmark objects, base
+      chains and chains in C(table inet netconfine).
   returned: always
   type: dict
 scripts:
-  description: The C(semodule) command line and the C(iptables-restore --noflush) input applied (or that would be).
+  description: The C(semodule) command line and the C(iptables-restore --noflush) or C(nft -j -f) input applied (or that would be).
   returned: always
   type: dict
   sample: {"selinux policy": "semodule -X 400 -i netconfine_proxy.cil\n"}
@@ -279,7 +291,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(selinux_store,), backends=("iptables",))
+    run_module(ARGUMENT_SPEC, build_policy, states=(selinux_store,), backends=("nftables", "iptables"))
 
 
 if __name__ == "__main__":

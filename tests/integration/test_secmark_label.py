@@ -8,9 +8,10 @@ looking at anything. The enforcing behaviour is proven in the UML guest (test_se
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
-from nchelpers import ansible_playbook, iptables_save
+from nchelpers import ansible_playbook, iptables_save, run
 
 PROXY = {"name": "proxy", "backend": "iptables",
          "packet_types": [{"name": "myhttp_client_packet_t", "kind": "client", "domains": ["mozilla_t"]}],
@@ -19,12 +20,58 @@ PROXY = {"name": "proxy", "backend": "iptables",
                      "destination_port": "80", "packet_type": "myhttp_client_packet_t"}]}
 
 
+def nft_ruleset(ns: str) -> str:
+    return run("ip", "netns", "exec", ns, "nft", "list", "ruleset").stdout
+
+
 def secmark_label(ns: str, args: dict, expect_failure: bool = False, check: bool = False):
     play = ansible_playbook(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [
         {"name": "secmark_label", "paranoid.netconfine.secmark_label": args}]}]), [ns], check=check)
     result = play.task(ns, "secmark_label")
     assert result.failed is expect_failure, play
     return result
+
+
+ROLE_PLAY = yaml.safe_dump([{"hosts": "all", "gather_facts": False,
+                             "roles": [{"role": "paranoid.netconfine.secmark_policy"}]}])
+ROLE_TASK = "paranoid.netconfine.secmark_policy : Install the packet types and label the packets"
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_role_rendered_is_idempotent_and_touches_nothing(netns_host, backend):
+    """state: rendered anywhere: check -> apply -> check -> apply all report changed=false, the kernel is untouched."""
+    role_vars = {"secmark_policy_name": "proxy", "secmark_policy_state": "rendered", "secmark_policy_backend": backend,
+                 "secmark_policy_packet_types": PROXY["packet_types"],
+                 "secmark_policy_allow_unlabeled": PROXY["allow_unlabeled"],
+                 "secmark_policy_labels": PROXY["labels"]}
+    before = ({f: iptables_save(netns_host, f) for f in (4, 6)}, nft_ruleset(netns_host))
+    rendered = None
+    for check in (True, False, True, False):
+        play = ansible_playbook(ROLE_PLAY, [netns_host], extra_vars=role_vars, check=check)
+        assert play.rc == 0 and play.stats[netns_host]["changed"] == 0, play
+        res = play.task(netns_host, ROLE_TASK)
+        assert res.result["backend"] == backend
+        assert rendered in (None, res.result["rendered"])
+        rendered = res.result["rendered"]
+    assert ({f: iptables_save(netns_host, f) for f in (4, 6)}, nft_ruleset(netns_host)) == before
+    unit, label = (("nftables ruleset", 'meta secmark set "NC-proxy-output-') if backend == "nftables"
+                   else ("iptables 4", "-j SECMARK --selctx"))
+    assert label in rendered[unit], rendered
+
+
+def test_rendered_nftables_form(netns_host):
+    res = secmark_label(netns_host, dict(PROXY, state="rendered", backend="nftables"))
+    assert res.result["changed"] is False and res.result["backend"] == "nftables"
+    chain = [c for c in res.result["chains"] if c.startswith("NC-proxy-output-")][0]
+    text = res.result["rendered"]["nftables ruleset"]
+    assert 'secmark %s.myhttp_client_packet_t { "system_u:object_r:myhttp_client_packet_t:s0" }' % chain in text
+    body = text.split("chain %s {\n" % chain)[1].split("}")[0].splitlines()
+    # an IPv4 destination only: the IPv6 packets are not labelled, so nothing is restored for them either
+    assert body == ["\tmeta nfproto ipv4 ct state established,related meta secmark set ct secmark",
+                    '\tip daddr 192.0.2.80 tcp dport 80 meta secmark set "%s.myhttp_client_packet_t"' % chain,
+                    "\tmeta nfproto ipv4 ct state new ct secmark set meta secmark"], text
+    assert "chain mangle_output { type route hook output priority -151; }" in text
+    assert res.result["scripts"]["selinux policy"] == "semodule -X 400 -i netconfine_proxy.cil\n"
 
 
 def test_rendered_needs_no_selinux(netns_host):
@@ -40,12 +87,18 @@ def test_rendered_needs_no_selinux(netns_host):
 
 
 def test_present_without_selinux_is_a_clear_error_and_changes_nothing(netns_host):
-    before = {f: iptables_save(netns_host, f) for f in (4, 6)}
-    for check in (True, False):
-        res = secmark_label(netns_host, PROXY, expect_failure=True, check=check)
-        assert res.result["field"] == "state"
-        assert "SELinux is not enabled on this host" in res.result["msg"], res.result
-    assert {f: iptables_save(netns_host, f) for f in (4, 6)} == before
+    before = ({f: iptables_save(netns_host, f) for f in (4, 6)}, nft_ruleset(netns_host))
+    for backend in ("iptables", "auto"):
+        for check in (True, False):
+            # auto: this kernel refuses nftables secmark objects (SELinux inactive), so iptables it is
+            res = secmark_label(netns_host, dict(PROXY, backend=backend), expect_failure=True, check=check)
+            assert res.result["field"] == "state"
+            assert "SELinux is not enabled on this host" in res.result["msg"], res.result
+    res = secmark_label(netns_host, dict(PROXY, backend="nftables"), expect_failure=True)
+    assert res.result["field"] == "backend"
+    assert "backend nftables is not available on this host: SELinux is not active, so the kernel cannot hold " \
+        "nftables secmark objects" in res.result["msg"], res.result
+    assert ({f: iptables_save(netns_host, f) for f in (4, 6)}, nft_ruleset(netns_host)) == before
 
 
 def test_bad_input_names_the_field(netns_host):
@@ -54,9 +107,8 @@ def test_bad_input_names_the_field(netns_host):
          "packet_types[0].domains[0]"),
         (dict(PROXY, labels=[dict(PROXY["labels"][0], destination=["192.0.2.80/24"])]), "labels[0].destination"),
         (dict(PROXY, allow_unlabeled=None), "labels"),
-        (dict(PROXY, backend="nftables"), "backend"),
+        (dict(PROXY, allow_unlabeled=None, backend="nftables"), "labels"),
     ]
     for args, field in cases:
-        res = secmark_label(netns_host, dict(args, state="rendered") if field != "backend" else args,
-                            expect_failure=True)
+        res = secmark_label(netns_host, dict(args, state="rendered"), expect_failure=True)
         assert res.result["field"] == field, res.result

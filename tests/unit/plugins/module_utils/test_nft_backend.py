@@ -3,7 +3,9 @@
 The fake answers ``nft -j list tables``, ``nft -j list table inet netconfine`` and
 ``nft -j -f -`` (add/flush/delete of tables, chains and rules) the way the kernel does for
 the commands our batches use, committing each batch atomically or not at all: a chain can
-only be deleted when it is empty and nothing jumps to it, a jump needs its target. It can
+only be deleted when it is empty and nothing jumps to it, a jump needs its target, a secmark
+object can only be deleted when no rule names it, and adding an existing one keeps its old
+context (the kernel has no update for it). It can
 list set elements in another order than they were added, as nft does. The integration tier
 (tests/integration/test_owner_rule_nftables.py) does the same against the real kernel.
 """
@@ -62,6 +64,9 @@ class FakeNft:
         items = [{"metainfo": {"version": "1.0.6"}}, {"table": {"family": family, "name": name, "handle": 1}}]
         table = self.tables[key]
         self.listed += 1
+        for obj_name, context in table.get("secmarks", {}).items():
+            items.append({"secmark": {"family": family, "name": obj_name, "table": name, "handle": 9,
+                                      "context": context}})
         for chain_name, chain in table["chains"].items():
             item = {"family": family, "table": name, "name": chain_name, "handle": 1}
             if chain["def"]:
@@ -104,6 +109,15 @@ class FakeNft:
                 del work[key]
             return
         table = work["%s %s" % (spec["family"], spec["table"])]
+        if kind == "secmark":
+            objects = table.setdefault("secmarks", {})
+            if verb == "add":
+                objects.setdefault(spec["name"], spec["context"])
+            elif verb == "delete":
+                if any(spec["name"] in _secmarks(r) for c in table["chains"].values() for _h, r in c["rules"]):
+                    raise KeyError("secmark %s is in use" % spec["name"])
+                del objects[spec["name"]]
+            return
         if kind == "chain":
             name = spec["name"]
             if verb == "add":
@@ -129,6 +143,9 @@ class FakeNft:
         for target in _targets(rule):
             if target not in table["chains"]:
                 raise KeyError("jump to missing chain %s" % target)
+        for obj in _secmarks(rule):
+            if obj not in table.get("secmarks", {}):
+                raise KeyError("no secmark object %s" % obj)
         self.handle += 1
         table["chains"][spec["chain"]]["rules"].append((self.handle, rule))
 
@@ -145,6 +162,10 @@ class FakeNft:
 
 def _targets(rule):
     return [e[k]["target"] for e in rule["expr"] for k in ("jump", "goto") if isinstance(e, dict) and k in e]
+
+
+def _secmarks(rule):
+    return [e["secmark"] for e in rule["expr"] if isinstance(e, dict) and isinstance(e.get("secmark"), str)]
 
 
 def _reverse_sets(value):
