@@ -28,6 +28,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import os
 import re
 
@@ -68,9 +69,6 @@ def build_policy(params, sys_class_net=SYS_CLASS_NET):
     the state is ``present``; the namespace the module runs in decides what it shows.
     """
     name = fields.task_name(params["name"])
-    if params.get("backend") == "nftables":
-        raise NetconfineError("the nftables form of uml_bridge_filter is not implemented yet; use backend iptables",
-                              "backend")
     families = FAMILY_OF[params.get("ip_version") or "both"]
     state = params.get("state") or "present"
     bridge = _port_name(params.get("bridge"), "bridge")
@@ -86,11 +84,19 @@ def build_policy(params, sys_class_net=SYS_CLASS_NET):
     if state == "present":
         _check_bridge(bridge, guests, sys_class_net)
 
+    sysctls = tuple(model.Sysctl(SYSCTL_OF_FAMILY[f], "1", module="br_netfilter", field="bridge") for f in families)
+    # the iptables form: physdev chains, ebtables for L2; the nftables form: the bridge table (nft_bridge)
+    # for L2/L3 anti-spoofing, the service policy in the inet table (needs br_netfilter only then)
     chains = _chains(name, bridge, guests, families, log_prefix, limit)
-    resources = tuple(model.Sysctl(SYSCTL_OF_FAMILY[f], "1", module="br_netfilter", field="bridge")
-                      for f in families) + (_ether_filter(name, guests, log_prefix, limit),)
+    ether = _ether_filter(name, guests, log_prefix, limit)
+    marks = _marks(guests)
+    nft_chains = _chains(name, bridge, guests, families, log_prefix, limit, marks)
+    guard = _bridge_guard(name, guests, families, log_prefix, limit, marks)
+    iptables = (chains, sysctls + (ether, model.BridgeGuard(guard.chain, guard.out_chain)))
+    nftables = (nft_chains, (sysctls if marks else ()) + (model.EtherFilter(ether.chain), guard))
     return model.Policy(name=name, chains=chains, families=families, present=state != "absent",
-                        resources=resources, resolved=resolved)
+                        resources=iptables[1], resolved=resolved,
+                        variants=(("iptables",) + iptables, ("nftables",) + nftables))
 
 
 # --------------------------------------------------------------------------- validation
@@ -293,25 +299,39 @@ def _policy_chain(guest, kind, family, verdict, log_prefix, limit):
     return tuple(rules)
 
 
-def _chains(name, bridge, guests, families, log_prefix, limit):
+def _chains(name, bridge, guests, families, log_prefix, limit, marks=None):
+    """The filter-table chains; ``marks`` (guest name -> mark) selects the nftables form: no guard chains
+    (anti-spoofing is in the bridge table, nft_bridge), ports known by the bridge table's marks."""
     def chain_name(suffix):
         return fields.chain_name(name, suffix)
 
     def jump(family, chain, **physdev):
-        return model.Rule(family, model.Jump(chain), matches=(model.Physdev(**physdev),))
+        if marks is not None:
+            guest = physdev.pop("guest")
+            physdev["bridge"] = bridge
+            if "in_port" in physdev:
+                physdev["in_mark"] = marks[guest] << 8
+            if "out_port" in physdev:
+                physdev["out_mark"] = marks[guest] << 16
+        else:
+            physdev.pop("guest", None)
+        return model.Rule(family, model.Jump(chain) if chain else ACCEPT, matches=(model.Physdev(**physdev),))
 
     guard = chain_name("guard")
     forward, inbound, outbound = [], [], []
     helpers = []
     guard_rules = []
-    for family in families:
-        forward.append(model.Rule(family, model.Jump(guard)))
-        inbound.append(model.Rule(family, model.Jump(guard)))
+    if marks is None:
+        for family in families:
+            forward.append(model.Rule(family, model.Jump(guard)))
+            inbound.append(model.Rule(family, model.Jump(guard)))
     per_guest = {}
     for guest in guests:
         names = dict((kind, chain_name("%s %s" % (CHAIN_WORD[kind], guest.name)))
                      for kind in ("guard", "from", "to", "hostin", "hostout"))
         per_guest[guest.name] = names
+        if marks is not None:
+            continue
         rules = tuple(r for f in families for r in _guard(guest, f, log_prefix, limit))
         helpers.append(model.Chain("filter", names["guard"], rules))
         for family in families:
@@ -324,24 +344,28 @@ def _chains(name, bridge, guests, families, log_prefix, limit):
             rules = tuple(r for f in families for r in _policy_chain(guest, kind, f, verdict, log_prefix, limit))
             helpers.append(model.Chain("filter", names[chain_kind], rules))
         for family in families:
-            forward.append(jump(family, names["from"], in_port=guest.port))
-            inbound.append(jump(family, names["hostin"], in_port=guest.port))
+            forward.append(jump(family, names["from"], in_port=guest.port, guest=guest.name))
+            inbound.append(jump(family, names["hostin"], in_port=guest.port, guest=guest.name))
             for net in guest.addresses:
                 if net.version == family:
                     outbound.append(model.Rule(family, model.Jump(names["hostout"]), destination=net,
                                                out_interface=bridge))
     for guest in policy_guests:
         for family in families:
-            forward.append(jump(family, per_guest[guest.name]["to"], out_port=guest.port, is_bridged=True))
+            forward.append(jump(family, per_guest[guest.name]["to"], out_port=guest.port, is_bridged=True,
+                                guest=guest.name))
     for guest in policy_guests:
         for family in families:
-            forward.append(model.Rule(family, ACCEPT, matches=(model.Physdev(in_port=guest.port),)))
+            forward.append(jump(family, None, in_port=guest.port, guest=guest.name))
 
-    chains = [
-        model.Chain("filter", chain_name("forward"), _by_family(forward, families), model.Hook("FORWARD")),
-        model.Chain("filter", chain_name("input"), _by_family(inbound, families), model.Hook("INPUT")),
-        model.Chain("filter", guard, _by_family(guard_rules, families)),
-    ]
+    chains = []
+    if marks is None or policy_guests:
+        chains += [
+            model.Chain("filter", chain_name("forward"), _by_family(forward, families), model.Hook("FORWARD")),
+            model.Chain("filter", chain_name("input"), _by_family(inbound, families), model.Hook("INPUT")),
+        ]
+    if marks is None:
+        chains.append(model.Chain("filter", guard, _by_family(guard_rules, families)))
     if policy_guests:
         chains.append(model.Chain("filter", chain_name("output"), _by_family(outbound, families),
                                   model.Hook("OUTPUT")))
@@ -357,6 +381,41 @@ def _ether_filter(name, guests, log_prefix, limit):
         log_prefix="%sl2 %s: " % (log_prefix, g.name), limit=limit, field="guests[%d].mac" % g.index)
         for g in guests if g.mac)
     return model.EtherFilter(fields.chain_name(name, "l2"), guards)
+
+
+MARK_MAX = 255       # bits 8-15 / 16-23 of the packet mark (nft_render.MARK_IN_MASK, MARK_OUT_MASK)
+
+
+def _marks(guests):
+    """Guest name -> its mark (1-255) for the guests with a service policy, stable when others come and go."""
+    marks, used = {}, set()
+    policy_guests = [g for g in guests if g.has_policy]
+    if len(policy_guests) > MARK_MAX:
+        raise NetconfineError("the nftables form gives at most %d guests of one task a service policy (%d here); "
+                              "split the bridge's guests over tasks" % (MARK_MAX, len(policy_guests)), "guests")
+    for guest in policy_guests:
+        mark = int(hashlib.sha256(guest.name.encode("utf-8")).hexdigest(), 16) % MARK_MAX
+        while mark + 1 in used:
+            mark = (mark + 1) % MARK_MAX
+        used.add(mark + 1)
+        marks[guest.name] = mark + 1
+    return marks
+
+
+def _bridge_guard(name, guests, families, log_prefix, limit, marks):
+    """The bridge-table anti-spoofing (nftables form) of every guest."""
+    chain = fields.chain_name(name, "bridge")
+
+    def helper(kind, guest):
+        return "%s.%s-%s" % (chain, kind, guest.name)
+
+    ports = tuple(model.BridgePort(
+        name=g.name, port=g.port, addresses=g.addresses, mac=g.mac, mark=marks.get(g.name, 0),
+        out_chain=helper("mark", g), spoof_chain=helper("spoof4", g), spoof6_chain=helper("spoof6", g), rogue_chain=helper("rogue", g),
+        l2_chain=helper("l2", g), log_prefix=log_prefix,
+        rogue=(() if g.allow_dhcp_server else ("dhcp",)) + (() if g.allow_router_advertisement else ("ra",)))
+        for g in guests)
+    return model.BridgeGuard(chain, chain + ".forward", ports, families, limit)
 
 
 def _by_family(rules, families):

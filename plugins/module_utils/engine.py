@@ -130,6 +130,12 @@ def _read_units(backend, policy):
     return units
 
 
+def for_backend(policy, name):
+    """``policy`` as backend ``name`` renders it (``Policy.for_backend``; a policy without variants as is)."""
+    select = getattr(policy, "for_backend", None)
+    return select(name) if select else policy
+
+
 def shadowed_by(policy, backend, layers, fail_on_shadowing=False):
     """Warnings about other netfilter layers that can drop what ``policy`` accepts (see ``shadowing``).
 
@@ -159,12 +165,13 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), lay
     that can still drop what the policy accepts; ``fail_on_shadowing`` fails instead, before applying.
     """
     with host_lock(lock_timeout):
-        warnings = shadowed_by(policy, backends[0], layers, fail_on_shadowing)
+        warnings = shadowed_by(for_backend(policy, backends[0].name), backends[0], layers, fail_on_shadowing)
         netfilter = []
         for index, backend in enumerate(backends):
-            wanted = policy if index == 0 else dataclasses.replace(policy, present=False)
-            netfilter += _read_units(backend, wanted)
-        stateful = [u for state in states for u in _read_units(state, policy)]
+            wanted = for_backend(policy, backend.name)
+            netfilter += _read_units(backend, wanted if index == 0 else dataclasses.replace(wanted, present=False))
+        # states get the form of the backend that converges (e.g. ebtables for iptables, none for nftables)
+        stateful = [u for state in states for u in _read_units(state, for_backend(policy, backends[0].name))]
         units = stateful + netfilter if policy.present else netfilter + stateful[::-1]
         # what rendered/scripts list: kernel state; a state marked internal (persisted files) is in the diff only
         shown = set([backends[0]] + [s for s in states if not getattr(s, "internal", False)])

@@ -94,6 +94,11 @@ class Physdev:
     in_port: Optional[str] = None
     out_port: Optional[str] = None
     is_bridged: bool = False
+    # the nftables form (no physdev there): the bridge, and the packet-mark values our bridge table
+    # gives frames from ``in_port`` / to ``out_port`` (nft_bridge); the iptables form ignores them
+    bridge: Optional[str] = None
+    in_mark: Optional[int] = None
+    out_mark: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +282,42 @@ class EtherGuard:
 
 
 @dataclass(frozen=True)
+class BridgePort:
+    """One guest's bridge port in the nftables bridge table (``nft_bridge``).
+
+    ``addresses``: the networks the guest may use as source (both families); ``mac`` or None;
+    ``mark``: the packet-mark value frames from the port get (0: no service policy, no mark);
+    ``spoof_chain``/``spoof6_chain``/``rogue_chain``/``l2_chain``: its log-and-drop chains (log prefixes
+    ``spoof_prefix``, ...); ``rogue``: what it may not send (``dhcp``, ``ra``).
+    """
+    name: str
+    port: str
+    addresses: Tuple[object, ...]
+    mac: Optional[str]
+    mark: int
+    out_chain: str
+    spoof_chain: str            # IPv4 (each family has its own log rate, as iptables' per-family rules)
+    spoof6_chain: str
+    rogue_chain: str
+    l2_chain: str
+    log_prefix: str
+    rogue: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BridgeGuard:
+    """The bridge-family part of a task on the nftables backend: chain ``chain`` (hooked first from the
+    bridge's prerouting) with L2/L3 anti-spoofing as set lookups over every port, chain ``out_chain``
+    (hooked from the bridge's forward) marking frames to ports with a policy. ``families``: which IP
+    families are checked; ``limit``: the log rate. No ports: the task owns nothing there."""
+    chain: str
+    out_chain: str
+    ports: Tuple[BridgePort, ...] = ()
+    families: Tuple[int, ...] = FAMILIES
+    limit: Optional[Limit] = None
+
+
+@dataclass(frozen=True)
 class EtherFilter:
     """The bridge-family (ebtables) part of a task: chain ``chain`` hooked first from FORWARD and INPUT,
     dispatching to one ``EtherGuard`` per port. Handled by ``ebtables_state.EbtablesState``; with no
@@ -330,6 +371,15 @@ class Policy:
     present: bool = True
     resources: Tuple[object, ...] = ()          # non-netfilter state the task owns (engine "states")
     resolved: dict = field(default_factory=dict, compare=False, hash=False)
+    # ((backend name, chains, resources), ...): where a module's form differs per backend
+    variants: Tuple[Tuple[str, Tuple[Chain, ...], Tuple[object, ...]], ...] = ()
+
+    def for_backend(self, name):
+        """The policy as backend ``name`` renders it (its variant's chains and resources, else itself)."""
+        for backend, chains, resources in self.variants:
+            if backend == name:
+                return Policy(self.name, chains, self.families, self.present, resources, self.resolved)
+        return self
 
     def chains_for(self, family):
         """Owned chains with only the rules of one family (empty if not present / family excluded)."""

@@ -149,6 +149,7 @@ def _committed(module):
 def render_only(policy, backend, states=()):
     """state=rendered: what would be applied on an empty host; no root, no kernel."""
     rendered, scripts = {}, {}
+    policy = engine.for_backend(policy, backend.name)
     seams = [(backend, getattr(backend, "offline_units", (4, 6)))] + [(s, s.units(policy)) for s in states]
     for seam, units in seams:
         for unit in units:
@@ -183,7 +184,9 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
             factory = BACKENDS.get(wanted) if wanted in backends else None
             if factory is None:
                 raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
-            result = render_only(policy, factory(module, run), [make(module, run) for make in states])
+            backend = factory(module, run)
+            result = render_only(policy, backend, [make(module, run) for make in states])
+            policy = engine.for_backend(policy, backend.name)
         else:
             chosen = choose_backends(module, run, backends, policy)
             seams = [make(module, run) for make in states]
@@ -193,6 +196,7 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                                      lock_timeout=module.params["lock_timeout"],
                                      states=seams + ([persisted] if persisted else []), layers=layers(module, run),
                                      fail_on_shadowing=module.params["fail_on_shadowing"], committed=committed)
+            policy = engine.for_backend(policy, chosen[0].name)
             if committed:
                 result["rollback"] = rollback.arm(committed, module.params["rollback_token"],
                                                   module.params["rollback_timeout"], module.params["lock_timeout"])

@@ -174,6 +174,10 @@ class NftablesBackend:
 
     name = "nftables"
     offline_units = (UNIT,)
+    # the table this reader and script writer own (nft_bridge's state owns "bridge netconfine")
+    table_family = TABLE_FAMILY
+    table_name = TABLE_NAME
+    table = TABLE
 
     def __init__(self, run, nft, unshare=None, cgroup_root=CGROUP_ROOT, selinuxfs=SELINUXFS):
         """``run(argv, data=None) -> (rc, out, err)``; ``nft`` is the path of the nft binary or None.
@@ -244,7 +248,7 @@ class NftablesBackend:
         return (UNIT,)
 
     def read(self, unit):
-        argv = [self.nft, "-j", "list", "table", TABLE_FAMILY, TABLE_NAME]
+        argv = [self.nft, "-j", "list", "table", self.table_family, self.table_name]
         rc, out, err = self.run(argv)
         if rc == 0 and _CGROUP2_KEY in out and self._cgroup2_hidden():
             # nft prints a cgroup it cannot find under /sys/fs/cgroup as a number: read where it can
@@ -280,15 +284,15 @@ class NftablesBackend:
                     policies[base.name] = value
                 else:
                     jumps.append((base.name, nft_render.canonical(value), IN_ORDER))
-        return _freeze(bases, policies, chains, jumps, objects)
+        return _freeze(bases, policies, chains, jumps, objects, self.table)
 
     def owned(self, tables, policy, unit):
         """What our table holds of this task."""
-        table = tables.get(TABLE) or NftTable(TABLE)
+        table = tables.get(self.table) or NftTable(self.table)
         mains = [c.name for c in policy.chains]
 
         def ours(name):
-            return any(name == m or (name.startswith(m + ".") and name[len(m) + 1:].isdigit()) for m in mains)
+            return any(name == m or self.is_helper(m, name) for m in mains)
 
         chains = [(c.name, c.rules) for c in table.chains if c.definition is None and ours(c.name)]
         objects = [o for o in table.secmarks if any(secmark_render.is_object_of(o[0], m) for m in mains)]
@@ -319,7 +323,12 @@ class NftablesBackend:
                         "chain %s is already owned by task %r (rule %s in %s); choose another name"
                         % (targets[0], tag[len(TAG_PREFIX):], nft_render.format_rule(rule), chain.name), "name")
                 jumps.append((chain.name, text, _placement(chain.rules, text)))
-        return _freeze(bases, policies, chains, jumps, objects)
+        return _freeze(bases, policies, chains, jumps, objects, self.table)
+
+    @staticmethod
+    def is_helper(main, name):
+        """Whether chain ``name`` is a helper of the task's chain ``main`` (``main.N``)."""
+        return name.startswith(main + ".") and name[len(main) + 1:].isdigit()
 
     def script(self, tables, current, desired, restore_jumps=None):
         """The ``nft -j -f`` batch taking ``current`` to ``desired`` ("" when they are equal).
@@ -330,9 +339,9 @@ class NftablesBackend:
         """
         if current == desired:
             return ""
-        cur = current.get(TABLE, Owned(TABLE))
-        want = desired.get(TABLE, Owned(TABLE))
-        table = tables.get(TABLE) or NftTable(TABLE)
+        cur = current.get(self.table, Owned(self.table))
+        want = desired.get(self.table, Owned(self.table))
+        table = tables.get(self.table) or NftTable(self.table)
         existing = dict((c.name, c) for c in table.chains)
         want_chains = dict(want.chains)
         cur_chains = dict(cur.chains)
@@ -367,19 +376,19 @@ class NftablesBackend:
 
         empty = not regular and not objects and all(not rules and policy == "accept"
                                                     for _d, policy, rules in final.values())
-        table_ref = {"family": TABLE_FAMILY, "name": TABLE_NAME}
+        table_ref = {"family": self.table_family, "name": self.table_name}
         if empty:
-            return _batch([{"delete": {"table": table_ref}}]) if tables.get(TABLE) else ""
+            return _batch([{"delete": {"table": table_ref}}]) if tables.get(self.table) else ""
 
         def chain_ref(name, **extra):
-            ref = {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": name}
+            ref = {"family": self.table_family, "table": self.table_name, "name": name}
             ref.update(extra)
             return ref
 
         def add_rules(name, rules):
             for text in rules:
                 rule = _rule_of(text)
-                rule.update({"family": TABLE_FAMILY, "table": TABLE_NAME, "chain": name})
+                rule.update({"family": self.table_family, "table": self.table_name, "chain": name})
                 cmds.append({"add": {"rule": rule}})
 
         object_ref = chain_ref      # a secmark object is named like a chain: family, table, name
@@ -496,10 +505,10 @@ def _managed(policy, chain):
     return []
 
 
-def _freeze(bases, policies, chains, jumps, objects=()):
+def _freeze(bases, policies, chains, jumps, objects=(), table=TABLE):
     if not (bases or policies or chains or jumps or objects):
         return {}
-    return {TABLE: Owned(TABLE, tuple(sorted(bases.values())), tuple(sorted(policies.items())),
+    return {table: Owned(table, tuple(sorted(bases.values())), tuple(sorted(policies.items())),
                          tuple(sorted(chains)), tuple(sorted(jumps)), tuple(sorted(set(objects))))}
 
 

@@ -64,6 +64,9 @@ _HOOKS = {
     ("nat", "INPUT"): ("nat", "input", 100),
     ("nat", "OUTPUT"): ("nat", "output", -100),
     ("nat", "POSTROUTING"): ("nat", "postrouting", 100),
+    # table bridge netconfine (nft_bridge): before the bridge family's filter priority and br_netfilter
+    ("bridge", "PREROUTING"): ("filter", "prerouting", -200),
+    ("bridge", "FORWARD"): ("filter", "forward", -200),
 }
 POSITION_OFFSET = {"first": -1, "last": 1}
 
@@ -318,8 +321,34 @@ def _target(target, family, c, chain=None):
         raise TypeError("no nftables form for target %r" % (target,))
 
 
+# Where the bridge table of ours (nft_bridge) records a frame's bridge ports in the packet mark, for
+# the inet table's rules that br_netfilter shows bridged packets to (there the ports are not known:
+# iifname/oifname are the bridge). Bits 8-15: the guest it came from; bits 16-23: the guest it goes to.
+MARK_IN_MASK = 0x0000ff00
+MARK_OUT_MASK = 0x00ff0000
+
+
+def _mark_match(mask, value):
+    return match({"&": [meta("mark"), mask]}, value)
+
+
+def _physdev(m, c):
+    """``-m physdev`` as nftables sees a bridged packet through br_netfilter: the bridge and our marks."""
+    out = []
+    for port, ifname, mask, value in ((m.in_port, "iifname", MARK_IN_MASK, m.in_mark),
+                                      (m.out_port, "oifname", MARK_OUT_MASK, m.out_mark)):
+        if port is None:
+            continue
+        if m.bridge is None or value is None:
+            raise NetconfineError("a bridge port match needs the bridge table's marks on nftables (%s)" % port,
+                                  "backend")
+        out += [match(meta(ifname), m.bridge), _mark_match(mask, value)]
+    return out
+
+
 # Extension point: a later module adds its match class here (physdev, SECMARK, ...).
 MATCHES = {
+    model.Physdev: _physdev,
     model.Conntrack: lambda m, c: [_conntrack(m)],
     model.Cgroup: lambda m, c: [_cgroup(m)],
     model.DestinationType: lambda m, c: [_destination_type(m)],
@@ -737,7 +766,9 @@ def _normal_value(value, plain_set):
             elements = merge_spans([(e, e) if isinstance(e, int) else tuple(e["range"]) for e in elements])
         else:
             elements = sorted(elements, key=_sort_key)
-        return elements[0] if len(elements) == 1 and plain_set else {"set": elements}
+        # a concatenation stays in its set: nft refuses a singleton value there (and prints the set)
+        single = len(elements) == 1 and plain_set and not (isinstance(elements[0], dict) and "concat" in elements[0])
+        return elements[0] if single else {"set": elements}
     if isinstance(value, dict) and "range" in value and value["range"][0] == value["range"][1]:
         return value["range"][0]
     if isinstance(value, list):
@@ -763,6 +794,13 @@ def _normal_expr(expr):
             right = _normal_value(right, True)
         m["right"] = right
         return {"match": m}
+    if isinstance(expr, dict) and "mangle" in expr and isinstance(expr["mangle"].get("value"), dict) \
+            and "map" in expr["mangle"]["value"]:
+        # a map's elements come back in the kernel's order (nft_bridge's mark by port)
+        mapped = dict(expr["mangle"]["value"]["map"])
+        mapped["data"] = {"set": sorted(([_normal_value(k, False), v] for k, v in mapped["data"]["set"]),
+                                        key=_sort_key)}
+        return {"mangle": dict(expr["mangle"], value={"map": mapped})}
     if isinstance(expr, dict) and "vmap" in expr:
         vmap = dict(expr["vmap"])
         data = vmap["data"]
@@ -811,7 +849,16 @@ def _fmt_left(left, right=None):
         return "fib %s %s" % (" . ".join(left["fib"]["flags"]), left["fib"]["result"])
     if "concat" in left:
         return " . ".join(_fmt_left(x) for x in left["concat"])
+    for op in ("&", "|"):
+        if op in left and isinstance(left[op], list) and len(left[op]) == 2:
+            return "%s %s 0x%08x" % (_fmt_left(left[op][0]), op, left[op][1])
     return json.dumps(left, sort_keys=True)
+
+
+def _quoted_key(left):
+    """Whether the values matched against ``left`` are interface names (quoted, as nft prints them)."""
+    parts = left["concat"] if "concat" in left else [left]
+    return any("meta" in p and p["meta"]["key"] in _QUOTED for p in parts if isinstance(p, dict))
 
 
 def _fmt_value(value, quoted=False):
@@ -847,7 +894,9 @@ def format_expr(expr):
     (kind, body), = expr.items()
     if kind == "match":
         left = body["left"]
-        quoted = ("meta" in left and left["meta"]["key"] in _QUOTED) or "socket" in left
+        quoted = _quoted_key(left) or "socket" in left
+        if "&" in left and isinstance(body["right"], int):
+            return "meta %s %s 0x%08x" % (_fmt_left(left), body["op"], body["right"])
         op = "" if body["op"] in ("==", "in") else body["op"] + " "
         right = body["right"]
         if isinstance(right, dict) and "range" in right and "payload" in left:
@@ -857,8 +906,20 @@ def format_expr(expr):
     if kind in ("accept", "drop", "return", "continue", "jump", "goto"):
         return _fmt_verdict(expr)
     if kind == "vmap":
-        items = ", ".join("%s : %s" % (_fmt_value(k), _fmt_verdict(v)) for k, v in body["data"]["set"])
+        quoted = _quoted_key(body["key"])
+        items = ", ".join("%s : %s" % (_fmt_value(k, quoted), _fmt_verdict(v)) for k, v in body["data"]["set"])
         return "%s vmap { %s }" % (_fmt_left(body["key"]), items)
+    if kind == "mangle":
+        value = body["value"]
+        if isinstance(value, dict) and "map" in value:
+            quoted = _quoted_key(value["map"]["key"])
+            items = ", ".join("%s : 0x%08x" % (_fmt_value(k, quoted), v) for k, v in value["map"]["data"]["set"])
+            text = "%s map { %s }" % (_fmt_left(value["map"]["key"]), items)
+        elif isinstance(value, dict) and "|" in value:
+            text = "%s | 0x%08x" % (_fmt_left(value["|"][0]), value["|"][1])
+        else:
+            text = _fmt_value(value)
+        return "%s set %s" % (_fmt_left(body["key"]), text)
     if kind == "reject":
         if body.get("type") == "icmpx" and body.get("expr") == "port-unreachable":
             return "reject"

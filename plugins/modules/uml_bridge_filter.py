@@ -245,6 +245,7 @@ field:
 from ansible_collections.paranoid.netconfine.plugins.module_utils.bridge_model import build_policy
 from ansible_collections.paranoid.netconfine.plugins.module_utils.ebtables_state import ebtables_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, sysctl_state
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_bridge import nft_bridge_state
 
 SERVICE_OPTIONS = {
     "protocol": dict(type="str", required=True, choices=["tcp", "udp", "icmp", "ipv6-icmp"]),
@@ -267,7 +268,7 @@ GUEST_OPTIONS = dict(
 )
 
 ARGUMENT_SPEC = dict(
-    backend=dict(type="str", default="iptables", choices=["iptables", "nftables"]),
+    backend=dict(type="str", default="auto", choices=["auto", "iptables", "nftables"]),
     bridge=dict(type="str", required=True),
     log_prefix=dict(type="str", default="bridge "),
     log_limit=dict(type="str", default="10/min"),
@@ -277,7 +278,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state, ebtables_state))
+    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state, ebtables_state, nft_bridge_state))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ nchelpers and is removed with them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import textwrap
 
@@ -130,3 +131,123 @@ def counters(ns: str, family: int, chain: str) -> dict[str, int]:
         elif "-j LOG" in rule and " -p " not in " " + rule:
             found["LOG"] = int(match.group(1))
     return found
+
+
+# --------------------------------------------------------------------------- the kernel, per backend
+
+BACKENDS = ("iptables", "nftables")
+OUR_NFT_TABLES = ("inet netconfine", "bridge netconfine")
+# nf_tables tables that iptables-nft / ebtables-nft keep (compared through iptables-save / ebtables-save)
+XTABLES_NFT = ("ip filter", "ip6 filter", "bridge filter", "ip mangle", "ip6 mangle", "ip nat", "ip6 nat")
+_OURS = re.compile(r"^(:NC-|-A NC-)|-[jg] NC-|netconfine:")
+_SAVE_COUNTERS = re.compile(r"^\[\d+:\d+\] | \[\d+:\d+\]$", re.M)
+_NFT_COUNTERS = re.compile(r"counter packets \d+ bytes \d+")
+
+
+def _nft_tables(text: str) -> dict[str, str]:
+    """``nft list ruleset`` text -> {"family name": the table's block}."""
+    out, current, lines = {}, None, []
+    for line in text.splitlines():
+        if line.startswith("table "):
+            current, lines = line[len("table "):].rstrip(" {"), [line]
+        elif current is not None:
+            lines.append(line)
+            if line == "}":
+                out[current] = "\n".join(lines)
+                current = None
+    return out
+
+
+def _save(ns: str, tool: str) -> str:
+    """``tool`` (iptables-save ...) without counters and without its comment lines (they carry the time)."""
+    text = _SAVE_COUNTERS.sub("", run(tool, ns=ns).stdout)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
+class Kernel:
+    """What the kernel holds, read the way the backend under test is compared (counters left out)."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+
+    @staticmethod
+    def nft_text(ns: str) -> dict[str, str]:
+        return _nft_tables(_NFT_COUNTERS.sub("counter", run("nft", "list", "ruleset", ns=ns).stdout))
+
+    def snapshot(self, ns: str) -> dict[str, str]:
+        """Everything: iptables-save of both families, ebtables-save, every nftables table."""
+        out = {"iptables 4": _save(ns, "iptables-save"), "iptables 6": _save(ns, "ip6tables-save"),
+               "ebtables": _save(ns, "ebtables-save")}
+        out.update(("nft " + k, v) for k, v in self.nft_text(ns).items() if k not in XTABLES_NFT)
+        return out
+
+    def ours(self, ns: str) -> list[str]:
+        """The lines of what the module owns on this backend."""
+        snap = self.snapshot(ns)
+        if self.backend == "iptables":
+            return [line for key in ("iptables 4", "iptables 6", "ebtables") for line in snap[key].splitlines()
+                    if _OURS.search(line)]
+        return [line for table in OUR_NFT_TABLES for line in snap.get("nft " + table, "").splitlines()]
+
+    def anything_ours(self, ns: str) -> list[str]:
+        """What either backend owns (after state absent or a switch, nothing)."""
+        return Kernel("iptables").ours(ns) + Kernel("nftables").ours(ns)
+
+    def foreign(self, ns: str) -> dict[str, object]:
+        """Everything the module does not own, on either backend."""
+        snap = self.snapshot(ns)
+        out = {}
+        for key in ("iptables 4", "iptables 6", "ebtables"):
+            out[key] = [line for line in snap[key].splitlines() if not _OURS.search(line)]
+        for key, text in snap.items():
+            name = key[len("nft "):]
+            if key.startswith("nft ") and name not in OUR_NFT_TABLES and name not in XTABLES_NFT:
+                out[key] = text
+        return out
+
+    def _nft_chain_counters(self, ns: str, table: str, match) -> list[tuple[dict, str]]:
+        items = json.loads(run("nft", "-j", "list", "table", *table.split(), ns=ns).stdout)["nftables"]
+        return [(i["rule"], i["rule"]["chain"]) for i in items if "rule" in i and match(i["rule"]["chain"])]
+
+    def drops(self, ns: str, result, word: str, guest: str, family: int) -> dict[str, int]:
+        """Packet counters of the log-then-drop pair of ``guest``'s ``word`` chain (g: anti-spoofing,
+        to/from/hin/hout: its service policy) as {"LOG": n, "DROP": n}."""
+        if self.backend == "iptables":
+            return counters(ns, family, _chain(result, word, guest))
+        if word == "g":
+            rules = self._nft_chain_counters(ns, "bridge netconfine",
+                                             lambda c: c.endswith(".spoof%d-%s" % (family, guest)))
+        else:
+            name = _chain(result, word, guest)
+            proto = {4: "ipv4", 6: "ipv6"}[family]
+            rules = [(r, c) for r, c in self._nft_chain_counters(ns, "inet netconfine", lambda c: c == name)
+                     if proto in json.dumps(r["expr"])]
+        found = {}
+        for rule, _chain_name in rules:
+            packets = [e["counter"]["packets"] for e in rule["expr"] if "counter" in e]
+            kinds = set(k for e in rule["expr"] for k in e)
+            if packets and "log" in kinds:
+                found["LOG"] = found.get("LOG", 0) + packets[0]
+            elif packets and "drop" in kinds:
+                found["DROP"] = found.get("DROP", 0) + packets[0]
+        return found
+
+    def l2_drops(self, ns: str, guest: str) -> int:
+        """Frames the L2 (MAC/ARP) anti-spoofing of ``guest`` dropped."""
+        if self.backend == "iptables":
+            out = run("ebtables-save", "-c", ns=ns).stdout
+            counts = [int(m.group(1)) for m in re.finditer(
+                r"^\[(\d+):\d+\] -A (NC-\S*-l2drop-%s\S*) -j DROP$" % re.escape(guest[:1]), out, re.M)]
+            assert counts, out
+            return sum(counts)
+        rules = self._nft_chain_counters(ns, "bridge netconfine", lambda c: c.endswith(".l2-" + guest))
+        counts = [e["counter"]["packets"] for r, _c in rules for e in r["expr"] if "counter" in e
+                  and any("drop" in x for x in r["expr"])]
+        assert counts, rules
+        return sum(counts)
+
+
+def _chain(result, word: str, guest: str) -> str:
+    found = [c for c in result.result["chains"] if re.fullmatch(r"NC-umlhost-%s-%s-[0-9a-f]{8}" % (word, guest), c)]
+    assert len(found) == 1, result.result["chains"]
+    return found[0]

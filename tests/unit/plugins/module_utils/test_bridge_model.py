@@ -185,7 +185,7 @@ def test_bad_input_names_the_field(field, spoil):
 
 @pytest.mark.parametrize("top,field", [
     ({"bridge": "br+"}, "bridge"), ({"bridge": None}, "bridge"), ({"log_prefix": 'x"'}, "log_prefix"),
-    ({"log_limit": "0/min"}, "log_limit"), ({"log_burst": 0}, "log_burst"), ({"backend": "nftables"}, "backend"),
+    ({"log_limit": "0/min"}, "log_limit"), ({"log_burst": 0}, "log_burst"),
     ({"log_prefix": "a-prefix-of-twenty "}, "guests[0].name"),
 ])
 def test_bad_task_options_name_the_field(top, field):

@@ -1,0 +1,210 @@
+# -*- coding: utf-8 -*-
+# Copyright: paranoid.netconfine contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""L2/L3 anti-spoofing of bridge ports in ``table bridge netconfine``, behind the engine's seam.
+
+Private to the paranoid.netconfine collection. A *state* for ``engine.converge(...,
+states=[NftBridgeState(...)])`` that renders the policy's ``model.BridgeGuard`` resource as the
+JSON ``nft -j list table bridge netconfine`` prints and applies it in one ``nft -j -f`` batch.
+It is the nftables backend's reader and script writer (``nft_backend.NftablesBackend``) pointed
+at our bridge table: base chains holding only tagged jumps (``bridge_prerouting`` and
+``bridge_forward``, priority filter - 1 of the bridge family, before br_netfilter), one chain per
+task and its helpers (``<chain>.forward``, ``<chain>.spoof4-<guest>`` ...: every chain named
+``<chain>.*`` is the task's), nothing outside our table written.
+
+The task's prerouting chain checks every frame that enters the bridge, with one lookup per check
+whatever the number of guests (sets of ``iifname . <address>`` concatenations and verdict maps
+keyed by ``iifname``)::
+
+    meta mark set iifname map { "uml-conn0" : 0x00000100, ... }      # guests with a service policy
+    iifname . ether saddr != { "uml-conn0" . 52:54:00:00:00:21, ... } iifname vmap { ... : goto ...l2-dns }
+    iifname . arp saddr ether != { ... } iifname vmap { ... }          # ARP sender MAC
+    iifname . arp saddr ip != { "uml-conn0" . 198.51.100.21, "uml-conn0" . 0.0.0.0, ... } iifname vmap { ... }
+    ether type ip udp sport 67 iifname vmap { ... : goto ...rogue-dns }   # DHCP, DHCPv6 server replies
+    icmpv6 type { nd-router-advert, nd-redirect } iifname vmap { ... }    # router advertisements
+    iifname . ip saddr != { ... } iifname vmap { ... : goto ...spoof4-dns }
+    ip6 saddr fe80::/64 return                                            # link-local
+    ip6 saddr :: icmpv6 type { nd-router-solicit, nd-neighbor-solicit, mld2-listener-report } return
+    iifname . ip6 saddr != { ... } iifname vmap { ... : goto ...spoof6-dns }
+
+Each ``goto`` chain logs (rate-limited, prefix naming the guest) and then drops, both counted.
+
+The service policy needs connection tracking, which the bridge family only has with
+``nf_conntrack_bridge`` (not built on every kernel). So it is filtered in ``table inet
+netconfine`` (the nftables backend, with br_netfilter), where bridged packets show the bridge as
+``iifname``/``oifname``: the port is carried in the packet mark, bits 8-15 set here from the
+ingress port (``nft_render.MARK_IN_MASK``), bits 16-23 set in ``bridge_forward`` from the egress
+port (``MARK_OUT_MASK``), before br_netfilter hands the packet to the IP hooks.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import (
+    IN_ORDER, NftablesBackend, _freeze)
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import (
+    COUNTER, MARK_OUT_MASK, canonical, match, meta, network, normalise, payload)
+
+UNIT = "bridge"
+FAMILY, NAME = "bridge", "netconfine"
+# ICMPv6 a guest may send from :: (duplicate address detection, RFC 4862 5.4; MLDv2 RFC 3810 5.2.13)
+UNSPECIFIED_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "mld2-listener-report"]
+ROUTER_TYPES = ["nd-router-advert", "nd-redirect"]
+LINK_LOCAL = {"prefix": {"addr": "fe80::", "len": 64}}
+
+
+def bridge_guard(policy):
+    """The policy's ``model.BridgeGuard`` resource, or None."""
+    found = [r for r in policy.resources if isinstance(r, model.BridgeGuard)]
+    return found[-1] if found else None
+
+
+def _iifname():
+    return meta("iifname")
+
+
+def _elements(pairs):
+    return {"set": [{"concat": list(p)} for p in pairs]}
+
+
+def _to(ports, kind):
+    """``iifname vmap { port : goto <port's kind chain> }``."""
+    return {"vmap": {"key": _iifname(), "data": {"set": [[p.port, {"goto": {"target": getattr(p, kind)}}]
+                                                         for p in ports]}}}
+
+
+def _unless(left, pairs, ports, kind, otherwise):
+    """A frame of ``ports`` whose ``iifname . left`` is none of ``pairs`` goes to its ``kind`` chain."""
+    if not ports:
+        return []
+    if not pairs:
+        return [_rule(list(otherwise) + [_to(ports, kind)])]
+    return [_rule([match({"concat": [_iifname(), left]}, _elements(pairs), "!="), _to(ports, kind)])]
+
+
+def _rule(expr, comment=None):
+    rule = {"expr": expr}
+    if comment is not None:
+        rule["comment"] = comment
+    return normalise(rule)
+
+
+def _addr(net):
+    return network(net)
+
+
+def render_rules(guard):
+    """The task's prerouting chain, its forward chain and helper chains: [(name, [rule])]."""
+    ports = guard.ports
+    rules = []
+    marked = [p for p in ports if p.mark]
+    if marked:
+        rules.append(_rule([{"mangle": {"key": meta("mark"), "value": {"map": {
+            "key": _iifname(), "data": {"set": [[p.port, p.mark << 8] for p in marked]}}}}}]))
+    with_mac = [p for p in ports if p.mac]
+    rules += _unless(payload("ether", "saddr"), [(p.port, p.mac) for p in with_mac], with_mac, "l2_chain", ())
+    rules += _unless(payload("arp", "saddr ether"), [(p.port, p.mac) for p in with_mac], with_mac, "l2_chain",
+                     ())
+    arp = [(p.port, _addr(n)) for p in with_mac for n in p.addresses if n.version == 4]
+    arp += [(p.port, "0.0.0.0") for p in with_mac]
+    rules += _unless(payload("arp", "saddr ip"), arp, with_mac, "l2_chain", ())
+    dhcp = [p for p in ports if "dhcp" in p.rogue]
+    ra = [p for p in ports if "ra" in p.rogue]
+    for family, ether, sport in ((4, "ip", 67), (6, "ip6", 547)):
+        if family in guard.families and dhcp:
+            rules.append(_rule([match(payload("ether", "type"), ether), match(payload("udp", "sport"), sport),
+                                _to(dhcp, "rogue_chain")]))
+    if 6 in guard.families and ra:
+        rules.append(_rule([match(payload("icmpv6", "type"), {"set": ROUTER_TYPES}), _to(ra, "rogue_chain")]))
+    if 4 in guard.families:
+        rules += _unless(payload("ip", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
+                                                  if n.version == 4], ports, "spoof_chain",
+                         [match(payload("ether", "type"), "ip")])
+    if 6 in guard.families:
+        rules.append(_rule([match(payload("ip6", "saddr"), LINK_LOCAL), {"return": None}]))
+        rules.append(_rule([match(payload("ip6", "saddr"), "::"),
+                            match(payload("icmpv6", "type"), {"set": UNSPECIFIED_TYPES}), {"return": None}]))
+        rules += _unless(payload("ip6", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
+                                                   if n.version == 6], ports, "spoof6_chain",
+                         [match(payload("ether", "type"), "ip6")])
+    chains = [(guard.chain, rules)]
+    if marked:
+        chains.append((guard.out_chain, [_rule([{"vmap": {"key": meta("oifname"), "data": {"set": [
+            [p.port, {"jump": {"target": p.out_chain}}] for p in marked]}}}])]))
+    limit = nft_render.MATCHES[model.Limit](guard.limit, None)
+    for p in ports:
+        used = ((["spoof_chain"] if 4 in guard.families else []) + (["spoof6_chain"] if 6 in guard.families else [])
+                + (["rogue_chain"] if p.rogue else []) + (["l2_chain"] if p.mac else []))
+        for kind in used:
+            word = {"spoof_chain": "spoof", "spoof6_chain": "spoof", "rogue_chain": "rogue", "l2_chain": "l2"}[kind]
+            chains.append((getattr(p, kind), [
+                _rule(limit + [COUNTER, {"log": {"prefix": "%s%s %s: " % (p.log_prefix, word, p.name)}}]),
+                _rule([COUNTER, {"drop": None}])]))
+        if p.mark:
+            out = p.mark << 16
+            chains.append((p.out_chain, [_rule([{"mangle": {"key": meta("mark"), "value": {"|": [
+                {"&": [meta("mark"), (0xffffffff & ~MARK_OUT_MASK) | out]}, out]}}}])]))
+    return chains
+
+
+class NftBridgeState(NftablesBackend):
+    """Reader and script writer for ``table bridge netconfine`` (the nftables backend's, another table)."""
+
+    name = "nftables"
+    offline_units = (UNIT,)
+    persistent = True          # persistence.PersistState keeps its batch for boot
+    table_family = FAMILY
+    table_name = NAME
+    table = "%s %s" % (FAMILY, NAME)
+
+    def units(self, policy):
+        guard = bridge_guard(policy)
+        if guard is None:
+            return ()
+        if not self.nft:
+            if policy.present and guard.ports:
+                raise NetconfineError("the nftables form needs nft (Debian package nftables)", "backend")
+            return ()
+        return (UNIT,)
+
+    @staticmethod
+    def is_helper(main, name):
+        return name.startswith(main + ".")
+
+    def _owner(self, policy):
+        """The policy as the nftables reader sees it: two hooked chains (their helpers are theirs)."""
+        guard = bridge_guard(policy)
+        chains = (model.Chain("bridge", guard.chain, hook=model.Hook("PREROUTING")),)
+        if any(p.mark for p in guard.ports):
+            chains += (model.Chain("bridge", guard.out_chain, hook=model.Hook("FORWARD")),)
+        return model.Policy(policy.name, chains, policy.families, policy.present and bool(guard.ports))
+
+    def render(self, policy, unit):
+        guard = bridge_guard(policy)
+        if not policy.present or guard is None or not guard.ports:
+            return {}
+        owner = self._owner(policy)
+        bases, chains, jumps = {}, [], []
+        rendered = dict(render_rules(guard))
+        for chain in owner.chains:
+            if chain.name not in rendered:
+                continue
+            base = nft_render.base_chain(chain.table, chain.hook.builtin, chain.hook.position)
+            bases[base.name] = tuple(base)
+            jumps.append((base.name, canonical(nft_render.jump_rule(owner, chain)), IN_ORDER))
+        chains = [(name, tuple(canonical(r) for r in rules)) for name, rules in rendered.items()]
+        return _freeze(bases, {}, chains, jumps, table=self.table)
+
+    def owned(self, tables, policy, unit):
+        return NftablesBackend.owned(self, tables, self._owner(policy), unit)
+
+    def shadows(self, policy, layers):
+        return []
+
+
+def nft_bridge_state(module, run):
+    """Factory for ``netfilter_task.run_module(..., states=...)``."""
+    return NftBridgeState(run, module.get_bin_path("nft"))
