@@ -358,16 +358,18 @@ def _chains(name, bridge, guests, families, log_prefix, limit, marks=None):
         for family in families:
             forward.append(jump(family, None, in_port=guest.port, guest=guest.name))
 
+    # nftables: a rule's IPv4 and IPv6 copies stay adjacent, so they render as one inet rule
+    order = _by_family if marks is None else (lambda rules, _families: tuple(rules))
     chains = []
     if marks is None or policy_guests:
         chains += [
-            model.Chain("filter", chain_name("forward"), _by_family(forward, families), model.Hook("FORWARD")),
-            model.Chain("filter", chain_name("input"), _by_family(inbound, families), model.Hook("INPUT")),
+            model.Chain("filter", chain_name("forward"), order(forward, families), model.Hook("FORWARD")),
+            model.Chain("filter", chain_name("input"), order(inbound, families), model.Hook("INPUT")),
         ]
     if marks is None:
         chains.append(model.Chain("filter", guard, _by_family(guard_rules, families)))
     if policy_guests:
-        chains.append(model.Chain("filter", chain_name("output"), _by_family(outbound, families),
+        chains.append(model.Chain("filter", chain_name("output"), order(outbound, families),
                                   model.Hook("OUTPUT")))
     return tuple(chains + helpers)
 

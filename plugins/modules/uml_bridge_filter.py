@@ -34,9 +34,20 @@ description:
     C(net.bridge.bridge-nf-call-iptables) / C(-ip6tables) are 1 (per network namespace). The module loads the
     module and sets them (reported as a change). Where it cannot, it fails with the reason instead of reporting
     success while the rules would be bypassed."
-  - "The task owns whole chains C(NC-<name>-...) in table C(filter), hooked by one tagged jump each from
-    C(FORWARD), C(INPUT) and C(OUTPUT), replaced in one C(iptables-restore --noflush) per IP family. Rules of
-    other tools are never flushed, reordered or rewritten; hand edits of the owned chains are repaired."
+  - "On the iptables backend the task owns whole chains C(NC-<name>-...) in table C(filter), hooked by one tagged
+    jump each from C(FORWARD), C(INPUT) and C(OUTPUT), replaced in one C(iptables-restore --noflush) per IP family.
+    Rules of other tools are never flushed, reordered or rewritten; hand edits of the owned chains are repaired."
+  - "On the nftables backend the anti-spoofing (L3 and, with O(guests[].mac), L2) is in C(table bridge netconfine):
+    one chain of the task hooked first from the bridge's C(prerouting), where every check is one set or verdict-map
+    lookup (C(iifname . ip saddr), C(iifname . ip6 saddr), C(iifname . ether saddr), C(iifname . arp saddr ip)
+    concatenations), so the per-packet cost does not grow with the number of guests. The service policy needs
+    connection tracking, which the bridge family only has with C(nf_conntrack_bridge) (not built on every
+    kernel), so it is filtered statefully in C(table inet netconfine) (C(forward), C(input), C(output)) through
+    C(br_netfilter). There bridged packets show the bridge, not the port, as interface: the bridge table records
+    the ingress port in bits 8-15 and the egress port in bits 16-23 of the packet mark (the whole mark of frames
+    from a guest with a policy is set; another tool's marks on bridged guest traffic are overwritten), and the inet
+    rules match the bridge and those bits. C(br_netfilter) and the sysctls are only required when a guest has a
+    service policy. See docs/backends.md."
 author:
   - paranoid.netconfine developers (@paranoid-netconfine)
 extends_documentation_fragment:
@@ -56,11 +67,14 @@ options:
   backend:
     description:
       - Netfilter backend. V(iptables) drives C(iptables-restore) with C(-m physdev) rules (nf_tables or legacy
-        variant).
-      - V(nftables) is not implemented for this module yet and fails with that reason.
+        variant) and C(ebtables-restore) for L2.
+      - V(nftables) uses a C(bridge) table of ours for L2/L3 anti-spoofing (set lookups) and the C(inet) table of
+        ours for the service policy (one C(nft -f) transaction per table).
+      - V(auto) uses V(nftables) where C(nft) is installed and the kernel answers it, else V(iptables). Switching
+        removes what the other backend owned for this task in the same run.
     type: str
-    choices: [iptables, nftables]
-    default: iptables
+    choices: [auto, iptables, nftables]
+    default: auto
   bridge:
     description:
       - The bridge the guests' ports belong to, for example V(br0). Every O(guests[].port) must be one of its ports.
@@ -167,6 +181,10 @@ options:
         elements: dict
         suboptions: *service
 notes:
+  - "On nftables, a spoofed packet is logged and counted in the chain C(NC-<name>-bridge-<hash>.spoof4-GUEST)
+    (C(spoof6-) for IPv6, C(rogue-) for DHCP/router advertisements, C(l2-) for MAC and ARP) of the bridge table;
+    each log rule has its own rate limit. LOG lines of a network namespace other than the initial one are only
+    written with C(net.netfilter.nf_log_all_netns=1); the counters always count."
   - The kernel refuses C(--physdev-out) in C(OUTPUT), where the bridge port is not known yet, so host to guest
     rules match the guest's addresses leaving through O(bridge); the anti-spoofing rules are what make an address
     stand for a guest.

@@ -41,21 +41,28 @@ class BridgeHost:
 def build(cleanup, members: dict[str, str]) -> BridgeHost:
     """members: name -> port. Returns the lab; the namespaces are deleted by ``cleanup``."""
     host = cleanup.enter_context(nchelpers.netns())
+    lab = BridgeHost(host, {}, {}, {}, {})
+    for index, (name, port) in enumerate(members.items(), start=1):
+        lab.ns[name], lab.ports[name] = cleanup.enter_context(nchelpers.netns()), port
+        lab.ip4[name], lab.ip6[name] = addresses(index)
+    wire(lab)
+    return lab
+
+
+def wire(lab: BridgeHost) -> None:
+    """br0 and the guests' veths in the (empty) host namespace, as the host's network setup makes them."""
+    host = lab.host
     run("ip", "-n", host, "link", "add", BRIDGE, "type", "bridge")
     run("ip", "-n", host, "addr", "add", HOST4 + "/24", "dev", BRIDGE)
     run("ip", "-n", host, "addr", "add", HOST6 + "/64", "dev", BRIDGE, "nodad")
     run("ip", "-n", host, "link", "set", BRIDGE, "up")
-    lab = BridgeHost(host, {}, {}, {}, {})
-    for index, (name, port) in enumerate(members.items(), start=1):
-        ns = cleanup.enter_context(nchelpers.netns())
-        ip4, ip6 = addresses(index)
+    for name, ns in lab.ns.items():
+        port = lab.ports[name]
         run("ip", "-n", host, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
         run("ip", "-n", host, "link", "set", port, "master", BRIDGE, "up")
-        run("ip", "-n", ns, "addr", "add", ip4 + "/24", "dev", "eth0")
-        run("ip", "-n", ns, "addr", "add", ip6 + "/64", "dev", "eth0", "nodad")
+        run("ip", "-n", ns, "addr", "add", lab.ip4[name] + "/24", "dev", "eth0")
+        run("ip", "-n", ns, "addr", "add", lab.ip6[name] + "/64", "dev", "eth0", "nodad")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
-        lab.ns[name], lab.ports[name], lab.ip4[name], lab.ip6[name] = ns, port, ip4, ip6
-    return lab
 
 
 # --------------------------------------------------------------------------- traffic
@@ -199,6 +206,8 @@ class Kernel:
         out = {}
         for key in ("iptables 4", "iptables 6", "ebtables"):
             out[key] = [line for line in snap[key].splitlines() if not _OURS.search(line)]
+        if out["ebtables"] == ["*filter", ":INPUT ACCEPT", ":FORWARD ACCEPT", ":OUTPUT ACCEPT"]:
+            out["ebtables"] = []    # the empty table ebtables-restore made and left (it records no made table)
         for key, text in snap.items():
             name = key[len("nft "):]
             if key.startswith("nft ") and name not in OUR_NFT_TABLES and name not in XTABLES_NFT:

@@ -12,8 +12,9 @@ import yaml
 
 import bridgehost
 from bridgehost import reach, serve
-from nchelpers import ansible_playbook, iptables_save, run
+from nchelpers import ansible_playbook, run
 
+KERNEL = bridgehost.Kernel("nftables")     # the role's default backend is auto: nftables here
 PLAY = yaml.safe_dump([{"hosts": "all", "gather_facts": False,
                         "roles": [{"role": "paranoid.netconfine.bridge_guard"}]}])
 
@@ -40,9 +41,9 @@ def test_role_readme_example_idempotent_and_behaving(cleanup):
         {"name": "www", "port": "uml-conn1", "addresses": [lab.ip4["www"]]},
     ]
     extra = {"bridge_guard_guests": guests, "bridge_guard_ip_version": "ipv4"}
-    before = iptables_save(lab.host, 4)
+    before = KERNEL.snapshot(lab.host)
     assert changed(role(lab.host, extra, check=True), lab.host) == 1
-    assert iptables_save(lab.host, 4) == before, "check mode changed the kernel"
+    assert KERNEL.snapshot(lab.host) == before, "check mode changed the kernel"
     assert changed(role(lab.host, extra), lab.host) == 1
     assert changed(role(lab.host, extra, check=True), lab.host) == 0
     assert changed(role(lab.host, extra), lab.host) == 0
@@ -53,10 +54,10 @@ def test_role_readme_example_idempotent_and_behaving(cleanup):
     assert reach(lab.ns["www"], lab.ip4["up"], 80) == "connected"
     assert reach(lab.ns["www"], lab.ip4["up"], 80, source="198.51.100.99") == "timeout"
 
-    state = iptables_save(lab.host, 4)
+    state = KERNEL.snapshot(lab.host)
     bad = dict(extra, bridge_guard_guests=[dict(guests[1], allow_dhcp_server="maybe")])
     failed = role(lab.host, bad, expect_failure=True)
     assert "allow_dhcp_server" in failed.output and "Validating arguments" in failed.output, failed.output
-    assert iptables_save(lab.host, 4) == state
+    assert KERNEL.snapshot(lab.host) == state
     assert changed(role(lab.host, dict(extra, bridge_guard_state="absent")), lab.host) == 1
-    assert "NC-" not in iptables_save(lab.host, 4)
+    assert KERNEL.anything_ours(lab.host) == []

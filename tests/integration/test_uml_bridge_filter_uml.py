@@ -3,9 +3,10 @@
 The bridging host is a namespace with br0 (bridgehost.build without namespace guests); two taps in
 it, uml-conn0 and uml-conn1, are the ports of two UML guests (Debian's user-mode-linux: linux.uml
 with the host's file system as its read-only root, hostfs, and an init script as PID 1, ~3 s to
-boot). The task is applied before the guests boot. Guest "dns" serves TCP 53, 22 and 80; guest
-"www" checks from inside what it may reach, then forges its source address, and reports. The host
-checks its own view (SSH-port in, counters of the LOG and DROP rules).
+boot). The task is applied before the guests boot, on each backend. Guest "dns" serves TCP 53, 22 and 80
+on its IPv4 and IPv6 (fd00::) addresses; guest "www" checks from inside what it may reach, then forges
+its source address (IPv4, then IPv6), and reports. The host checks its own view (SSH-port in, counters
+of the LOG and DROP rules).
 
 This tier fails, not skips, where UML cannot run (no linux.uml, no /dev/net/tun).
 """
@@ -25,13 +26,13 @@ from pathlib import Path
 import pytest
 
 import bridgehost
-import nchelpers
-from bridgehost import HOST4, reach
+from bridgehost import HOST4, HOST6, reach
 from nchelpers import SYSTEM_PYTHON, run
-from test_uml_bridge_filter import bridge_filter, chain
+from test_uml_bridge_filter import backend, bridge_filter, kernel  # noqa: F401 (fixtures: both backends)
 
 LINUX_UML = shutil.which("linux.uml") or "/usr/bin/linux.uml"
 DNS4, WWW4, SPOOF4 = "198.51.100.21", "198.51.100.22", "198.51.100.99"
+DNS6, WWW6, SPOOF6 = "fd00:100::21", "fd00:100::22", "fd00:100::99"
 BOOT_TIMEOUT = 90
 
 _GUEST_PY = textwrap.dedent("""
@@ -40,9 +41,10 @@ _GUEST_PY = textwrap.dedent("""
     if role == "dns":
         socks = []
         for port in (53, 22, 80):
-            s = socket.socket()
+            s = socket.socket(socket.AF_INET6)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", port))
+            s.bind(("::", port))
             s.listen(16)
             socks.append(s)
         print("RESULT dns listening", flush=True)
@@ -51,7 +53,7 @@ _GUEST_PY = textwrap.dedent("""
             for s in select.select(socks, [], [])[0]:
                 s.accept()[0].close()
     def attempt(host, port, source=None, timeout=2.0):
-        s = socket.socket()
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         s.settimeout(timeout)
         try:
             if source:
@@ -64,16 +66,18 @@ _GUEST_PY = textwrap.dedent("""
             return "error-%s" % e.errno
         finally:
             s.close()
-    dns, spoof = sys.argv[2], sys.argv[3]
-    deadline = time.time() + 30
-    while attempt(dns, 53, timeout=1.0) != "connected" and time.time() < deadline:
-        time.sleep(0.5)
-    print("RESULT real-53 %s" % attempt(dns, 53), flush=True)
-    print("RESULT real-80 %s" % attempt(dns, 80), flush=True)
-    subprocess.run(["ip", "addr", "add", spoof + "/24", "dev", "eth0"], check=True)
-    print("RESULT spoof-53 %s" % attempt(dns, 53, source=spoof), flush=True)
-    print("RESULT spoof-host %s" % attempt(sys.argv[4], 8053, source=spoof), flush=True)
-    print("RESULT real-host %s" % attempt(sys.argv[4], 8053), flush=True)
+    # per family: the DNS guest's address, the address to forge, the host's bridge address
+    for tag, (dns, spoof, host) in (("", sys.argv[2:5]), ("6", sys.argv[5:8])):
+        deadline = time.time() + 30
+        while attempt(dns, 53, timeout=1.0) != "connected" and time.time() < deadline:
+            time.sleep(0.5)
+        print("RESULT real%s-53 %s" % (tag, attempt(dns, 53)), flush=True)
+        print("RESULT real%s-80 %s" % (tag, attempt(dns, 80)), flush=True)
+        subprocess.run(["ip", "addr", "add", spoof + ("/64" if tag else "/24"), "dev", "eth0"]
+                       + (["nodad"] if tag else []), check=True)
+        print("RESULT spoof%s-53 %s" % (tag, attempt(dns, 53, source=spoof)), flush=True)
+        print("RESULT spoof%s-host %s" % (tag, attempt(host, 8053, source=spoof)), flush=True)
+        print("RESULT real%s-host %s" % (tag, attempt(host, 8053)), flush=True)
 """)
 
 _INIT = """#!/bin/sh
@@ -82,6 +86,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 ip link set lo up
 ip addr add {address}/24 dev eth0
+ip -6 addr add {address6}/64 dev eth0 nodad
 ip link set eth0 up
 echo RESULT booted
 {python} {script} {args}
@@ -101,14 +106,14 @@ def require_uml() -> None:
 
 
 @contextlib.contextmanager
-def uml_guest(host_ns: str, tap: str, address: str, role: str, *args: str):
+def uml_guest(host_ns: str, tap: str, address: str, address6: str, role: str, *args: str):
     """Boot a UML guest on ``tap`` (in ``host_ns``); yields the Popen whose stdout is its console."""
     workdir = Path(tempfile.mkdtemp(prefix="nct-uml-", dir="/tmp"))
     os.chmod(workdir, 0o755)
     script = workdir / "guest.py"
     script.write_text(_GUEST_PY)
     init = workdir / "init.sh"
-    init.write_text(_INIT.format(address=address, python=SYSTEM_PYTHON, script=script,
+    init.write_text(_INIT.format(address=address, address6=address6, python=SYSTEM_PYTHON, script=script,
                                  args=" ".join([role, *args])))
     os.chmod(init, 0o755)
     argv = ["ip", "netns", "exec", host_ns, LINUX_UML, "mem=128M", "root=/dev/root", "rootfstype=hostfs",
@@ -145,40 +150,42 @@ def results(proc, until: str, timeout: float = BOOT_TIMEOUT) -> tuple[dict[str, 
     raise AssertionError("guest did not report %r within %ss:\n%s" % (until, timeout, "".join(console[-60:])))
 
 
-def test_seed001_real_uml_guests_spoof_logged_and_dropped_services_as_declared(cleanup):
+def test_seed001_real_uml_guests_spoof_logged_and_dropped_services_as_declared(cleanup, backend, kernel):
     require_uml()
     lab = bridgehost.build(cleanup, {})
     for tap in ("uml-conn0", "uml-conn1"):
         run("ip", "-n", lab.host, "tuntap", "add", tap, "mode", "tap")
         run("ip", "-n", lab.host, "link", "set", tap, "master", "br0", "up")
     bridgehost.serve(cleanup, lab.host, 8053)
-    args = {"name": "umlhost", "ip_version": "ipv4", "guests": [
-        {"name": "dns", "port": "uml-conn0", "addresses": [DNS4],
+    args = {"name": "umlhost", "guests": [
+        {"name": "dns", "port": "uml-conn0", "addresses": [DNS4, DNS6],
          "inbound": [{"protocol": "udp", "port": "53"}, {"protocol": "tcp", "port": "53"}],
          "host_access": [{"protocol": "tcp", "port": "22"}]},
-        {"name": "www", "port": "uml-conn1", "addresses": [WWW4]},
+        {"name": "www", "port": "uml-conn1", "addresses": [WWW4, WWW6]},
     ]}
-    applied = bridge_filter(lab.host, args)
+    applied = bridge_filter(lab.host, args, backend=backend)
     assert applied.changed
-    assert not bridge_filter(lab.host, args).changed
-    guard = chain(applied, "g", "www")
-    before = bridgehost.counters(lab.host, 4, guard)
+    assert not bridge_filter(lab.host, args, backend=backend).changed
+    before = {f: kernel.drops(lab.host, applied, "g", "www", f) for f in (4, 6)}
 
-    with uml_guest(lab.host, "uml-conn0", DNS4, "dns") as dns:
+    with uml_guest(lab.host, "uml-conn0", DNS4, DNS6, "dns") as dns:
         results(dns, "listening")
         # the host may SSH (TCP 22) into the guest, nothing else
-        assert reach(lab.host, DNS4, 22, timeout=3) == "connected"
-        assert reach(lab.host, DNS4, 80, timeout=3) == "timeout"
-        with uml_guest(lab.host, "uml-conn1", WWW4, "www", DNS4, SPOOF4, HOST4) as www:
+        for address in (DNS4, DNS6):
+            assert reach(lab.host, address, 22, timeout=3) == "connected", address
+            assert reach(lab.host, address, 80, timeout=3) == "timeout", address
+        with uml_guest(lab.host, "uml-conn1", WWW4, WWW6, "www", DNS4, SPOOF4, HOST4, DNS6, SPOOF6, HOST6) as www:
             found, console = results(www, "done")
-    assert found.get("real-53") == "connected", console
-    assert found.get("real-80") == "timeout", console
-    assert found.get("spoof-53") == "timeout", console
-    assert found.get("spoof-host") == "timeout", console
-    assert found.get("real-host") == "connected", console
-    after = bridgehost.counters(lab.host, 4, guard)
-    assert after["LOG"] > before["LOG"] and after["DROP"] > before["DROP"], (before, after)
-    assert bridgehost.counters(lab.host, 4, chain(applied, "to", "dns"))["DROP"] > 0
+    for tag in ("", "6"):
+        assert found.get("real%s-53" % tag) == "connected", console
+        assert found.get("real%s-80" % tag) == "timeout", console
+        assert found.get("spoof%s-53" % tag) == "timeout", console
+        assert found.get("spoof%s-host" % tag) == "timeout", console
+        assert found.get("real%s-host" % tag) == "connected", console
+    for family in (4, 6):
+        after = kernel.drops(lab.host, applied, "g", "www", family)
+        assert after["LOG"] > before[family]["LOG"] and after["DROP"] > before[family]["DROP"], (family, after)
+    assert kernel.drops(lab.host, applied, "to", "dns", 4)["DROP"] > 0
 
-    assert bridge_filter(lab.host, dict(args, state="absent")).changed
-    assert "NC-" not in nchelpers.iptables_save(lab.host, 4)
+    assert bridge_filter(lab.host, dict(args, state="absent"), backend=backend).changed
+    assert kernel.anything_ours(lab.host) == []
