@@ -78,7 +78,6 @@ class EbtablesState(IptablesBackend):
 
     name = "ebtables"
     offline_units = (UNIT,)
-    persistent = True          # persistence.PersistState keeps its restore script for boot
     CHAIN_DECL = ":%s RETURN"
 
     def __init__(self, run, save, restore):

@@ -20,9 +20,8 @@ nothing and predicts; a failed run puts the files back (engine rollback).
 At boot ``netconfine-restore`` (written beside them; a systemd unit of ours,
 ``netconfine-restore.service``, runs it before ``network-pre.target`` and after
 ``nftables.service``, whose ``flush ruleset`` would otherwise destroy our
-table) loads ``host/``: sysctl files first (``modprobe br_netfilter`` and the
-``bridge-nf-call-*`` keys of uml_bridge_filter among them), then
-``iptables-restore --noflush``, ``ebtables-restore --noflush`` / ``nft -f`` per file, so only our chains and our table are
+table) loads ``host/``: sysctl files first, then ``iptables-restore
+--noflush`` / ``nft -f`` per file, so only our chains and our table are
 touched — never ``flush ruleset``, never another tool's file. A named
 namespace does not exist at boot; whoever recreates it runs
 ``netconfine-restore NAME`` (``netns_service``'s namespace unit does).
@@ -78,7 +77,6 @@ for f in "$dir"/*.sysctl-*; do
 done
 for f in "$dir"/*.iptables-4; do [ -f "$f" ] && { iptables-restore --noflush --wait 10 < "$f" || rc=1; }; done
 for f in "$dir"/*.iptables-6; do [ -f "$f" ] && { ip6tables-restore --noflush --wait 10 < "$f" || rc=1; }; done
-for f in "$dir"/*.ebtables-*; do [ -f "$f" ] && { ebtables-restore --noflush < "$f" || rc=1; }; done
 for f in "$dir"/*.nftables-*; do
   [ -f "$f" ] || continue
   case "$(head -c 1 "$f")" in "{") nft -j -f "$f" || rc=1 ;; *) nft -f "$f" || rc=1 ;; esac
