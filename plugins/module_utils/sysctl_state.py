@@ -28,6 +28,7 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import 
 UNIT = "kernel"
 MISSING = "(missing)"
 PROC_SYS = "/proc/sys"
+SYS_MODULE = "/sys/module"
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,12 @@ class SysctlState:
     offline_units = (UNIT,)
     persistent = True          # persistence.PersistState keeps its text for boot
 
-    def __init__(self, run, modprobe=None, proc_sys=PROC_SYS):
+    def __init__(self, run, modprobe=None, proc_sys=PROC_SYS, sys_module=SYS_MODULE):
         """``run(argv, data=None) -> (rc, out, err)``; ``modprobe`` is its path or None."""
         self.run = run
         self.modprobe = modprobe
         self.proc_sys = proc_sys
+        self.sys_module = sys_module
         self._declared = {}
 
     def units(self, policy):
@@ -98,10 +100,19 @@ class SysctlState:
             if have.get(key) == want[key] or want[key] == MISSING:   # rollback cannot un-create a key
                 continue
             module = self._declared[key].module if key in self._declared else None
-            if have.get(key, MISSING) == MISSING and module and module not in modules:
+            if have.get(key, MISSING) == MISSING and module and module not in modules and not self._built_in(
+                    module, key):
                 modules.append(module)
             lines.append("%s = %s" % (key.replace("/", "."), want[key]))
         return "".join("modprobe %s\n" % m for m in modules) + "".join(line + "\n" for line in lines)
+
+    def _built_in(self, module, key):
+        """Whether ``module`` is part of the kernel: ``key`` exists while no loadable module of that name is
+        loaded (a loaded one has ``/sys/module/<module>/initstate``, kernel/module/sysfs.c). Then modprobe is
+        never needed, and fails where the kernel has no module directory: the boot file (persistence, written
+        for an empty host) leaves the line out."""
+        return os.path.exists(self._path(key)) and not os.path.exists(
+            os.path.join(self.sys_module, module, "initstate"))
 
     def apply(self, unit, script):
         for line in script.splitlines():
