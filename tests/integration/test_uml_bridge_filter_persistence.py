@@ -1,6 +1,7 @@
 """uml_bridge_filter with persist: true, on both backends: after a "reboot" of the bridging host the
 bridge sysctls (and br_netfilter), the anti-spoofing (L3, and L2 on nftables; the ebtables chains of
-the iptables form are not persisted yet) and the service policy come back from what the module wrote, before the bridge and its ports exist again (netconfine-restore runs
+the iptables form are not persisted yet) and the service policy come back from what the module wrote,
+before the bridge and its ports exist again (netconfine-restore runs
 before network-pre.target), and nothing else is touched.
 
 The reboot is as in test_persistence.py: the host namespace is deleted and created again under the
