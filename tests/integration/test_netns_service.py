@@ -410,6 +410,13 @@ def test_service_without_network_has_loopback_only(site, make_user):
     assert ask(name, "127.0.0.1", PORT, user=user) == "uid=%d tmp=True" % entry.pw_uid
     assert try_connect(name, user, CLIENT, PORT) == "unreachable"
     assert try_connect(name, user, UPLINK, PORT) == "unreachable"
+    # ... and the probe module, run in that namespace through the netns connection, shows it the same way
+    probes = [{"user": user, "host": "127.0.0.1", "port": PORT}, {"user": user, "host": CLIENT, "port": PORT}]
+    play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "probes", "paranoid.netconfine.probe": {"probes": probes}}]}], sort_keys=False)
+    probed = ansible_playbook(play, [name]).task(name, "probes")
+    assert [p["outcome"] for p in probed.result["probes"]] == ["connected", "unreachable"], probed.result
+    assert "unreachable" in probed.result["probes"][1]["error"].lower(), probed.result
     assert strip_volatile(host_rules(machine, "iptables")) == before
     assert service(machine, dict(args, state="absent")).changed
     assert links_of(machine, name)["netns"] is False
