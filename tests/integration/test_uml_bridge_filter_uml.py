@@ -28,7 +28,8 @@ import pytest
 import bridgehost
 from bridgehost import HOST4, HOST6, reach
 from nchelpers import SYSTEM_PYTHON, run
-from test_uml_bridge_filter import backend, bridge_filter, kernel  # noqa: F401 (fixtures: both backends)
+# pytest fixtures, used by name: both backends, the filter task, the kernel facts
+from test_uml_bridge_filter import backend, bridge_filter, kernel  # noqa: F401 pylint: disable=unused-import
 
 LINUX_UML = shutil.which("linux.uml") or "/usr/bin/linux.uml"
 DNS4, WWW4, SPOOF4 = "198.51.100.21", "198.51.100.22", "198.51.100.99"
