@@ -18,14 +18,23 @@ keyed by ``iifname``)::
 
     meta mark set iifname map { "uml-conn0" : 0x00000100, ... }      # guests with a service policy
     iifname . ether saddr != { "uml-conn0" . 52:54:00:00:00:21, ... } iifname vmap { ... : goto ...l2-dns }
-    iifname . arp saddr ether != { ... } iifname vmap { ... }          # ARP sender MAC
-    iifname . arp saddr ip != { "uml-conn0" . 198.51.100.21, "uml-conn0" . 0.0.0.0, ... } iifname vmap { ... }
-    ether type ip udp sport 67 iifname vmap { ... : goto ...rogue-dns }   # DHCP, DHCPv6 server replies
-    icmpv6 type { nd-router-advert, nd-redirect } iifname vmap { ... }    # router advertisements
-    iifname . ip saddr != { ... } iifname vmap { ... : goto ...spoof4-dns }
-    ip6 saddr fe80::/64 return                                            # link-local
-    ip6 saddr :: icmpv6 type { nd-router-solicit, nd-neighbor-solicit, mld2-listener-report } return
-    iifname . ip6 saddr != { ... } iifname vmap { ... : goto ...spoof6-dns }
+    ether type vmap { arp : jump <chain>.arp, ip : jump <chain>.ip, ip6 : jump <chain>.ip6 }
+
+so a frame meets only the checks of its own protocol (an IPv4 frame: the dispatch, then two rules):
+
+    <chain>.arp:  iifname . arp saddr ether != { ... } iifname vmap { ... }         # ARP sender MAC
+                  iifname . arp saddr ip != { "uml-conn0" . 198.51.100.21, "uml-conn0" . 0.0.0.0, ... } ...
+    <chain>.ip:   udp sport 67 iifname vmap { ... : goto ...rogue-dns }              # DHCP server replies
+                  iifname . ip saddr != { ... } iifname vmap { ... : goto ...spoof4-dns }
+    <chain>.ip6:  udp sport 547 iifname vmap { ... }                                 # DHCPv6 server replies
+                  icmpv6 type { nd-router-advert, nd-redirect } iifname vmap { ... } # router advertisements
+                  ip6 saddr fe80::/64 return                                         # link-local
+                  ip6 saddr :: icmpv6 type { nd-router-solicit, nd-neighbor-solicit, mld2-listener-report } return
+                  iifname . ip6 saddr != { ... } iifname vmap { ... : goto ...spoof6-dns }
+
+A VLAN-tagged frame (ether type 8021q) meets none of them (nor, on the iptables backend, the
+physdev rules: br_netfilter passes tagged frames to iptables only with bridge-nf-filter-vlan-tagged):
+a known gap, the guests' ports are expected to be untagged.
 
 Each ``goto`` chain logs (rate-limited, prefix naming the guest) and then drops, both counted.
 
@@ -106,31 +115,35 @@ def render_rules(guard):
             "key": _iifname(), "data": {"set": [[p.port, p.mark << 8] for p in marked]}}}}}]))
     with_mac = [p for p in ports if p.mac]
     rules += _unless(payload("ether", "saddr"), [(p.port, p.mac) for p in with_mac], with_mac, "l2_chain", ())
-    rules += _unless(payload("arp", "saddr ether"), [(p.port, p.mac) for p in with_mac], with_mac, "l2_chain",
-                     ())
-    arp = [(p.port, _addr(n)) for p in with_mac for n in p.addresses if n.version == 4]
-    arp += [(p.port, "0.0.0.0") for p in with_mac]
-    rules += _unless(payload("arp", "saddr ip"), arp, with_mac, "l2_chain", ())
+    arp = _unless(payload("arp", "saddr ether"), [(p.port, p.mac) for p in with_mac], with_mac, "l2_chain", ())
+    pairs = [(p.port, _addr(n)) for p in with_mac for n in p.addresses if n.version == 4]
+    arp += _unless(payload("arp", "saddr ip"), pairs + [(p.port, "0.0.0.0") for p in with_mac], with_mac,
+                   "l2_chain", ())
     dhcp = [p for p in ports if "dhcp" in p.rogue]
     ra = [p for p in ports if "ra" in p.rogue]
-    for family, ether, sport in ((4, "ip", 67), (6, "ip6", 547)):
-        if family in guard.families and dhcp:
-            rules.append(_rule([match(payload("ether", "type"), ether), match(payload("udp", "sport"), sport),
-                                _to(dhcp, "rogue_chain")]))
-    if 6 in guard.families and ra:
-        rules.append(_rule([match(payload("icmpv6", "type"), {"set": ROUTER_TYPES}), _to(ra, "rogue_chain")]))
+    ip4, ip6 = [], []
     if 4 in guard.families:
-        rules += _unless(payload("ip", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
-                                                  if n.version == 4], ports, "spoof_chain",
-                         [match(payload("ether", "type"), "ip")])
+        if dhcp:
+            ip4.append(_rule([match(payload("udp", "sport"), 67), _to(dhcp, "rogue_chain")]))
+        ip4 += _unless(payload("ip", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
+                                                if n.version == 4], ports, "spoof_chain", ())
     if 6 in guard.families:
-        rules.append(_rule([match(payload("ip6", "saddr"), LINK_LOCAL), {"return": None}]))
-        rules.append(_rule([match(payload("ip6", "saddr"), "::"),
-                            match(payload("icmpv6", "type"), {"set": UNSPECIFIED_TYPES}), {"return": None}]))
-        rules += _unless(payload("ip6", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
-                                                   if n.version == 6], ports, "spoof6_chain",
-                         [match(payload("ether", "type"), "ip6")])
-    chains = [(guard.chain, rules)]
+        if dhcp:
+            ip6.append(_rule([match(payload("udp", "sport"), 547), _to(dhcp, "rogue_chain")]))
+        if ra:
+            ip6.append(_rule([match(payload("icmpv6", "type"), {"set": ROUTER_TYPES}), _to(ra, "rogue_chain")]))
+        ip6.append(_rule([match(payload("ip6", "saddr"), LINK_LOCAL), {"return": None}]))
+        ip6.append(_rule([match(payload("ip6", "saddr"), "::"),
+                          match(payload("icmpv6", "type"), {"set": UNSPECIFIED_TYPES}), {"return": None}]))
+        ip6 += _unless(payload("ip6", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
+                                                 if n.version == 6], ports, "spoof6_chain", ())
+    # one ether type dispatch, so a frame is checked only by the rules of its own protocol
+    by_type = [(ether, "%s.%s" % (guard.chain, ether), checks)
+               for ether, checks in (("arp", arp), ("ip", ip4), ("ip6", ip6)) if checks]
+    if by_type:
+        rules.append(_rule([{"vmap": {"key": payload("ether", "type"), "data": {"set": [
+            [ether, {"jump": {"target": name}}] for ether, name, _checks in by_type]}}}]))
+    chains = [(guard.chain, rules)] + [(name, checks) for _ether, name, checks in by_type]
     if marked:
         chains.append((guard.out_chain, [_rule([{"vmap": {"key": meta("oifname"), "data": {"set": [
             [p.port, {"jump": {"target": p.out_chain}}] for p in marked]}}}])]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import shutil
 
 import pytest
 import yaml
@@ -360,7 +361,8 @@ def neigh_mac(ns: str, address: str) -> str | None:
 def forge_arp(lab, victim: str) -> None:
     """From www: gratuitous ARP (request and reply) claiming ``victim``'s IPv4 address with www's MAC."""
     address = lab.ip4[victim]
-    for mode in ("-U", "-P"):
+    assert shutil.which("arping"), "arping (Debian package arping) is missing: bash scripts/bootstrap installs it"
+    for mode in ("-U", "-P"):  # arping exits 1 when nobody answers, which is expected here
         run("arping", "-q", "-c", "2", "-w", "1", mode, "-S", address, "-i", "eth0", address,
             ns=lab.ns["www"], check=False)
 

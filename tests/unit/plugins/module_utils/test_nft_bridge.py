@@ -25,8 +25,9 @@ def test_anti_spoofing_is_one_lookup_per_check_whatever_the_number_of_guests():
     few = bridge_lines(bridge_model.build_policy(params(guests[:1])))
     many = bridge_lines(bridge_model.build_policy(params(guests)))
     main = [n for n in many if "." not in n][0]
-    assert len(many[main]) == len(few[main]), "the number of rules in the prerouting chain grew with guests"
-    assert len(many) == 1 + 3 * 100          # per guest: spoof4, spoof6 and rogue log-and-drop chains, no rules
+    for chain in (main, main + ".ip", main + ".ip6"):     # the prerouting chain and its per-protocol checks
+        assert len(many[chain]) == len(few[chain]), "the number of rules in %s grew with guests" % chain
+    assert len(many) == 3 + 3 * 100      # per guest: spoof4, spoof6 and rogue log-and-drop chains, no rules
 
 
 def test_seed_dns_guest_bridge_table_golden():
@@ -36,6 +37,14 @@ def test_seed_dns_guest_bridge_table_golden():
     text = "\n".join(lines[main])
     assert 'mark set iifname map { "uml-conn0" : 0x0000' in text
     assert 'iifname . ether saddr != { "uml-conn1" . "52:54:00:00:00:22" }' in text
+    # a frame is checked only by the rules of its own protocol: one ether type dispatch
+    assert lines[main][-1] == ("ether type vmap { arp : jump %s.arp, ip : jump %s.ip, ip6 : jump %s.ip6 }"
+                                % (main, main, main))
+    assert 'iifname . arp saddr ip != { "uml-conn1" . "0.0.0.0", "uml-conn1" . "198.51.100.22" }' in "\n".join(
+        lines[main + ".arp"])
+    assert lines[main + ".ip"][0] == 'udp sport 67 iifname vmap { "uml-conn0" : goto %s.rogue-dns, "uml-conn1" : ' \
+        'goto %s.rogue-www }' % (main, main)
+    text = "\n".join(lines[main + ".ip"] + lines[main + ".ip6"])
     assert ('iifname . ip saddr != { "uml-conn0" . "198.51.100.21", "uml-conn1" . "198.51.100.22" } iifname vmap '
             '{ "uml-conn0" : goto %s.spoof4-dns, "uml-conn1" : goto %s.spoof4-www }' % (main, main)) in text
     assert 'iifname . ip6 saddr != { "uml-conn0" . "fd00:100::21" } iifname vmap' in text
