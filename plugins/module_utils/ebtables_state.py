@@ -80,9 +80,11 @@ class EbtablesState(IptablesBackend):
     offline_units = (UNIT,)
     CHAIN_DECL = ":%s RETURN"
 
-    def __init__(self, run, save, restore):
-        """``run(argv, data=None) -> (rc, out, err)``; ``save``/``restore``: paths of ebtables-save/-restore or None."""
-        IptablesBackend.__init__(self, run, {UNIT: (save, restore) if save and restore else None})
+    def __init__(self, run, save, restore, nft=None):
+        """``run(argv, data=None) -> (rc, out, err)``; ``save``/``restore``: paths of ebtables-save/-restore or None;
+        ``nft``: the nft binary's path or None (ebtables-nft: a ``bridge filter`` table only we made goes
+        again with our last chain, as the iptables backend's tables do)."""
+        IptablesBackend.__init__(self, run, {UNIT: (save, restore) if save and restore else None}, nft=nft)
 
     def units(self, policy):
         ether = ether_filter(policy)
@@ -95,14 +97,13 @@ class EbtablesState(IptablesBackend):
             return ()
         return (UNIT,)
 
-    def read(self, unit):
-        save = self.bins[unit][0]
-        rc, out, err = self.run([save])
-        if rc != 0:
-            raise NetconfineError("%s failed (rc=%d): %s" % (save, rc, err.strip()), "backend",
-                                  command=save, stderr=err)
+    @staticmethod
+    def parse(out):
         # ebtables-save ends a table with a comment, not COMMIT
         return parse_save(out.replace("\n# Completed", "\nCOMMIT\n# Completed"))
+
+    def restore_argv(self, unit):
+        return [self.bins[unit][1], "--noflush"]
 
     def _owner(self, policy):
         """The policy as the iptables reader sees it: our dispatch chain, hooked from FORWARD and INPUT."""
@@ -117,16 +118,8 @@ class EbtablesState(IptablesBackend):
     def owned(self, tables, policy, unit):
         return IptablesBackend.owned(self, tables, self._owner(policy), unit)
 
-    def apply(self, unit, script):
-        restore = self.bins[unit][1]
-        argv = [restore, "--noflush"]
-        rc, out, err = self.run(argv, data=script)
-        if rc != 0:
-            raise NetconfineError(
-                "%s rejected the change (rc=%d): %s" % (restore, rc, (err or out).strip()), "backend",
-                command=" ".join(argv), stdin=script, stderr=err)
-
 
 def ebtables_state(module, run):
     """Factory for ``netfilter_task.run_module(..., states=...)``."""
-    return EbtablesState(run, module.get_bin_path("ebtables-save"), module.get_bin_path("ebtables-restore"))
+    return EbtablesState(run, module.get_bin_path("ebtables-save"), module.get_bin_path("ebtables-restore"),
+                         nft=module.get_bin_path("nft"))

@@ -28,7 +28,7 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_rende
 
 BUILTIN_CHAINS = frozenset(("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"))
 _TAGGED = re.compile(r'^-A \S+ -m comment --comment "?netconfine:')
-NFT_FAMILY = {4: "ip", 6: "ip6"}     # the nf_tables family iptables-nft keeps each IP family's tables in
+NFT_FAMILY = {4: "ip", 6: "ip6", "bridge": "bridge"}  # the nf_tables family iptables-nft/ebtables-nft use
 # A chain of ours in an iptables-nft table this backend created: the kernel's own record that the table
 # was not there before us, so that it goes again once empty (never a table that existed before us).
 MADE_TABLE = "NC-made-this-table"
@@ -205,9 +205,18 @@ class IptablesBackend:
         if rc != 0:
             raise NetconfineError("%s failed (rc=%d): %s" % (save, rc, err.strip()), "backend",
                                   command=save, stderr=err)
-        tables = SavedTables(parse_save(out))
+        tables = SavedTables(self.parse(out))
         tables.nf_tables = self._nf_tables(family, out)
         return tables
+
+    @staticmethod
+    def parse(out):
+        """``*-save`` output -> {table: Table}."""
+        return parse_save(out)
+
+    def restore_argv(self, family):
+        """The restore command for ``family``, adding to what the kernel holds (never flushing)."""
+        return [self.bins[family][1], "--noflush", "--wait", str(self.wait)]
 
     def _nf_tables(self, family, out):
         """Whether ``family``'s iptables is iptables-nft: its save header says so ("(nf_tables)"), or
@@ -282,7 +291,7 @@ class IptablesBackend:
                 continue
             lines = ["*%s" % table]
             if want.chains and table not in tables and getattr(tables, "nf_tables", False):
-                lines.append(":%s - [0:0]" % MADE_TABLE)       # this restore creates the table
+                lines.append(self.CHAIN_DECL % MADE_TABLE)       # this restore creates the table
             cur_chains, want_chains = dict(cur.chains), dict(want.chains)
             doomed = [name for name in cur_chains if name not in want_chains]
             # 1. unhook: every jump that is not wanted exactly where it is
@@ -325,12 +334,11 @@ class IptablesBackend:
         return "\n".join(blocks) + "\n" if blocks else ""
 
     def apply(self, family, script):
-        restore = self.bins[family][1]
-        argv = [restore, "--noflush", "--wait", str(self.wait)]
+        argv = self.restore_argv(family)
         rc, out, err = self.run(argv, data=script)
         if rc != 0:
             raise NetconfineError(
-                "%s rejected the change (rc=%d): %s" % (restore, rc, (err or out).strip()), "backend",
+                "%s rejected the change (rc=%d): %s" % (argv[0], rc, (err or out).strip()), "backend",
                 command=" ".join(argv), stdin=script, stderr=err)
         if self._variant.get(family) and self.nft:
             for table in _tables_left(script):

@@ -27,7 +27,7 @@ NFT_MSG_DELTABLE, NFT_MSG_DELCHAIN = 2, 5
 NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 1, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_NONREC = 0x1, 0x4, 0x100
 NLMSG_ERROR = 2
-NFPROTO = {4: 2, 6: 10}         # NFPROTO_IPV4, NFPROTO_IPV6: the nf_tables families ip and ip6
+NFPROTO = {4: 2, 6: 10, "bridge": 7}  # NFPROTO_IPV4/IPV6/BRIDGE: the nf_tables families ip, ip6, bridge
 
 
 def _attr(kind, text):

@@ -498,3 +498,9 @@ def ansible_playbook(playbook: str | Path, hosts: list[str] | dict[str, dict], e
             else:
                 results.setdefault(rec["host"], []).append(TaskResult(**rec))
         return PlaybookRun(proc.returncode, output, results, stats)
+
+
+def nft_tables(ns: str) -> set[str]:
+    """The nf_tables tables in namespace ``ns``, as "family name" (iptables-nft's and ebtables-nft's too)."""
+    listed = json.loads(run("nft", "-j", "list", "tables", ns=ns).stdout)["nftables"]
+    return {"%s %s" % (i["table"]["family"], i["table"]["name"]) for i in listed if "table" in i}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from nchelpers import run
+from nchelpers import nft_tables, run
 from test_owner_rule import owner_rule
 
 MARKER = "NC-made-this-table"
@@ -20,11 +20,6 @@ MARKER = "NC-made-this-table"
 def task(name="made", state="present", table="filter", chain="OUTPUT", ip_version="both"):
     return {"name": name, "state": state, "table": table, "chain": chain, "ip_version": ip_version,
             "rules": [{"protocol": "udp", "destination_port": "5353", "jump": "DROP"}]}
-
-
-def nft_tables(ns: str) -> set[str]:
-    listed = json.loads(run("nft", "-j", "list", "tables", ns=ns).stdout)["nftables"]
-    return {"%s %s" % (i["table"]["family"], i["table"]["name"]) for i in listed if "table" in i}
 
 
 def nft_chains(ns: str, family: str, table: str) -> list[str]:

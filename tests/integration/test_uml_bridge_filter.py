@@ -23,7 +23,7 @@ import yaml
 
 import bridgehost
 from bridgehost import HOST4, HOST6, Kernel, _chain, reach, serve
-from nchelpers import ansible_playbook, run
+from nchelpers import ansible_playbook, nft_tables, run
 
 SPOOF4, SPOOF6 = "198.51.100.99", "fd00:100::99"
 
@@ -372,6 +372,7 @@ def test_l2_changed_mac_and_forged_arp_are_dropped_no_cache_is_poisoned(lab, cle
         run("ip", "-n", lab.ns[name], "link", "set", "eth0", "address", mac)
     serve(cleanup, lab.ns["dns"], 53, 22)
     serve(cleanup, lab.ns["up"], 80)
+    assert "bridge filter" not in nft_tables(lab.host)
     # control: without L2 rules a forged ARP poisons the uplink's and the host's caches
     assert reach(lab.ns["up"], lab.ip4["dns"], 53) == "connected"
     assert reach(lab.host, lab.ip4["dns"], 53) == "connected"
@@ -414,3 +415,5 @@ def test_l2_changed_mac_and_forged_arp_are_dropped_no_cache_is_poisoned(lab, cle
     assert not [line for line in kernel.ours(lab.host) if "l2-www" in line or "l2drop-w" in line]
     assert bridge_filter(lab.host, dict(args, state="absent"), backend=backend).changed
     assert kernel.anything_ours(lab.host) == []
+    # ebtables-nft made table bridge filter for our chains (it was not there before): it goes with them
+    assert "bridge filter" not in nft_tables(lab.host)
