@@ -78,6 +78,7 @@ class EbtablesState(IptablesBackend):
 
     name = "ebtables"
     offline_units = (UNIT,)
+    persistent = True          # persistence.PersistState keeps its restore text for boot (ebtables-restore)
     CHAIN_DECL = ":%s RETURN"
 
     def __init__(self, run, save, restore, nft=None):

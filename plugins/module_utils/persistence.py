@@ -77,6 +77,7 @@ for f in "$dir"/*.sysctl-*; do
 done
 for f in "$dir"/*.iptables-4; do [ -f "$f" ] && { iptables-restore --noflush --wait 10 < "$f" || rc=1; }; done
 for f in "$dir"/*.iptables-6; do [ -f "$f" ] && { ip6tables-restore --noflush --wait 10 < "$f" || rc=1; }; done
+for f in "$dir"/*.ebtables-bridge; do [ -f "$f" ] && { ebtables-restore --noflush < "$f" || rc=1; }; done
 for f in "$dir"/*.nftables-*; do
   [ -f "$f" ] || continue
   case "$(head -c 1 "$f")" in "{") nft -j -f "$f" || rc=1 ;; *) nft -f "$f" || rc=1 ;; esac
