@@ -38,12 +38,12 @@ def test_seed_dns_guest_bridge_table_golden():
     assert 'mark set iifname map { "uml-conn0" : 0x0000' in text
     assert 'iifname . ether saddr != { "uml-conn1" . "52:54:00:00:00:22" }' in text
     # a frame is checked only by the rules of its own protocol: one ether type dispatch
-    assert lines[main][-1] == ("ether type vmap { arp : jump %s.arp, ip : jump %s.ip, ip6 : jump %s.ip6 }"
-                                % (main, main, main))
+    dispatch = "ether type vmap { arp : jump %s.arp, ip : jump %s.ip, ip6 : jump %s.ip6 }" % (main, main, main)
+    assert lines[main][-1] == dispatch
     assert 'iifname . arp saddr ip != { "uml-conn1" . "0.0.0.0", "uml-conn1" . "198.51.100.22" }' in "\n".join(
         lines[main + ".arp"])
-    assert lines[main + ".ip"][0] == 'udp sport 67 iifname vmap { "uml-conn0" : goto %s.rogue-dns, "uml-conn1" : ' \
-        'goto %s.rogue-www }' % (main, main)
+    rogue = 'udp sport 67 iifname vmap { "uml-conn0" : goto %s.rogue-dns, "uml-conn1" : goto %s.rogue-www }'
+    assert lines[main + ".ip"][0] == rogue % (main, main)
     text = "\n".join(lines[main + ".ip"] + lines[main + ".ip6"])
     assert ('iifname . ip saddr != { "uml-conn0" . "198.51.100.21", "uml-conn1" . "198.51.100.22" } iifname vmap '
             '{ "uml-conn0" : goto %s.spoof4-dns, "uml-conn1" : goto %s.spoof4-www }' % (main, main)) in text
