@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import nchelpers
 
@@ -49,6 +50,18 @@ def alive(proc):
     return proc.poll() is None
 
 
+def group_alive(pgid):
+    """Does any process of group ``pgid`` still run (zombies waiting for their reaper do not count)?"""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def test_down_removes_exactly_what_was_claimed(tmp_path, cleanup, make_netns):
     run_dir = tmp_path / "run"                       # stands for /run/nclab: made by the first claim
     state = run_dir / "made"
@@ -82,6 +95,11 @@ def test_down_removes_exactly_what_was_claimed(tmp_path, cleanup, make_netns):
     daemon = subprocess.Popen(["sleep", "300"])  # noqa: S603
     cleanup.callback(daemon.kill)
     assert lab_state(state, "claim", "process", str(daemon.pid)) == f"claimed process {daemon.pid}\n"
+    # a process group (a UML guest: linux.uml and its helpers): down kills every member, not only the leader
+    group = subprocess.Popen(["setsid", "sh", "-c", "sleep 300 & exec sleep 300"])  # noqa: S603, S607
+    cleanup.callback(lambda: os.killpg(group.pid, signal.SIGKILL) if group_alive(group.pid) else None)
+    time.sleep(0.2)
+    assert lab_state(state, "claim", "pgroup", str(group.pid)) == f"claimed pgroup {group.pid}\n"
     bystander = subprocess.Popen(["sleep", "300"])  # noqa: S603 - recorded, then its PID "reused": survives
     cleanup.callback(bystander.kill)
     lab_state(state, "claim", "process", str(bystander.pid))
@@ -91,7 +109,7 @@ def test_down_removes_exactly_what_was_claimed(tmp_path, cleanup, make_netns):
     lab_state(state, "claim", "sysctl", "net.ipv4.ip_forward", other_ns)
     lab_state(state, "claim", "sysctl", "net.ipv4.ip_forward", other_ns)  # the second claim keeps the first value
     nchelpers.run("sysctl", "-w", f"net.ipv4.ip_forward={1 - int(old)}", ns=other_ns)
-    assert len(state.read_text().splitlines()) == 9, state.read_text()
+    assert len(state.read_text().splitlines()) == 10, state.read_text()
 
     out = down(state)
 
@@ -100,6 +118,11 @@ def test_down_removes_exactly_what_was_claimed(tmp_path, cleanup, make_netns):
     assert not (nchelpers.NETNS_DIR / made_ns).exists()
     in_ns.wait(timeout=10)
     daemon.wait(timeout=10)
+    group.wait(timeout=10)
+    deadline = time.monotonic() + 5              # the group's last member may take a moment to go
+    while group_alive(group.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(group.pid), "a member of a recorded process group survived down"
     time.sleep(0.2)
     assert alive(bystander), "a process whose start time differs from the record was killed"
     assert not lab_file.exists()

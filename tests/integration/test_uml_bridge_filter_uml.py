@@ -3,9 +3,10 @@
 The bridging host is a namespace with br0 (bridgehost.build without namespace guests); two taps in
 it, uml-conn0 and uml-conn1, are the ports of two UML guests (Debian's user-mode-linux: linux.uml
 with the host's file system as its read-only root, hostfs, and an init script as PID 1, ~3 s to
-boot). The task is applied before the guests boot, on each backend. Guest "dns" serves TCP 53, 22 and 80
-on its IPv4 and IPv6 (fd00::) addresses; guest "www" checks from inside what it may reach, then forges
-its source address (IPv4, then IPv6), and reports. The host checks its own view (SSH-port in, counters
+boot; the recipe is scripts/uml-guest, which the lab uses too). The task is applied before the guests
+boot, on each backend. Guest "dns" serves TCP 53, 22 and 80 on its IPv4 and IPv6 (fd00::) addresses;
+guest "www" checks from inside what it may reach, then forges its source address (IPv4, then IPv6),
+and reports. The host checks its own view (SSH-port in, counters
 of the LOG and DROP rules).
 
 This tier fails, not skips, where UML cannot run (no linux.uml, no /dev/net/tun).
@@ -27,11 +28,12 @@ import pytest
 
 import bridgehost
 from bridgehost import HOST4, HOST6, reach
-from nchelpers import SYSTEM_PYTHON, run
+from nchelpers import ROOT, SYSTEM_PYTHON, run
 # pytest fixtures, used by name: both backends, the filter task, the kernel facts
 from test_uml_bridge_filter import backend, bridge_filter, kernel  # noqa: F401 pylint: disable=unused-import
 
 LINUX_UML = shutil.which("linux.uml") or "/usr/bin/linux.uml"
+UML_GUEST = ROOT / "scripts" / "uml-guest"    # the boot recipe, shared with the lab (playbooks/lab/uml_guests.yml)
 DNS4, WWW4, SPOOF4 = "198.51.100.21", "198.51.100.22", "198.51.100.99"
 DNS6, WWW6, SPOOF6 = "fd00:100::21", "fd00:100::22", "fd00:100::99"
 BOOT_TIMEOUT = 90
@@ -83,24 +85,6 @@ _GUEST_PY = textwrap.dedent("""
         print("RESULT spoof%s-host %s" % (tag, attempt(host, 8053, source=spoof)), flush=True)
 """)
 
-_INIT = """#!/bin/sh
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-ip link set lo up
-# this UML kernel builds IPv6 as a module (with crc-ccitt); its modules are on the host's file system
-modules=/usr/lib/uml/modules/$(uname -r)
-insmod $modules/kernel/lib/crc-ccitt.ko && insmod $modules/kernel/net/ipv6/ipv6.ko || echo RESULT no-ipv6
-ip addr add {address}/24 dev eth0
-ip -6 addr add {address6}/64 dev eth0 nodad
-ip link set eth0 up
-echo RESULT booted
-{python} {script} {args}
-echo RESULT done
-echo o > /proc/sysrq-trigger
-sleep 10
-"""
-
 
 def require_uml() -> None:
     """Fail (never skip) with the reason when this host cannot run UML guests."""
@@ -118,15 +102,10 @@ def uml_guest(host_ns: str, tap: str, address: str, address6: str, role: str, *a
     os.chmod(workdir, 0o755)
     script = workdir / "guest.py"
     script.write_text(_GUEST_PY)
-    init = workdir / "init.sh"
-    init.write_text(_INIT.format(address=address, address6=address6, python=SYSTEM_PYTHON, script=script,
-                                 args=" ".join([role, *args])))
-    os.chmod(init, 0o755)
-    argv = ["ip", "netns", "exec", host_ns, LINUX_UML, "mem=128M", "root=/dev/root", "rootfstype=hostfs",
-            "rootflags=/", "ro", "init=%s" % init, "eth0=tuntap,%s" % tap, "con=null", "con0=fd:0,fd:1",
-            "umid=%s" % workdir.name]
+    argv = ["bash", str(UML_GUEST), "boot", host_ns, tap, str(workdir), "--ip", address + "/24",
+            "--ip", address6 + "/64", "--", SYSTEM_PYTHON, str(script), role, *args]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True, cwd=workdir)
+                            text=True, start_new_session=True)
     try:
         yield proc
     finally:
@@ -135,7 +114,6 @@ def uml_guest(host_ns: str, tap: str, address: str, address6: str, role: str, *a
         proc.wait()
         proc.stdout.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(Path.home() / ".uml" / workdir.name, ignore_errors=True)
 
 
 def results(proc, until: str, timeout: float = BOOT_TIMEOUT) -> tuple[dict[str, str], str]:
