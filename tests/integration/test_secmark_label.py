@@ -59,6 +59,34 @@ def test_role_rendered_is_idempotent_and_touches_nothing(netns_host, backend):
     assert label in rendered[unit], rendered
 
 
+def test_role_verify_tag_runs_only_the_probes_and_fails_on_a_mismatch(netns_host, listener):
+    """secmark_policy_verify with --tags verify: only the probes run (the label task does not), in state rendered too;
+    a probe whose outcome differs fails the host naming it."""
+    listener(netns_host, 8080)
+    role_vars = {"secmark_policy_name": "proxy", "secmark_policy_state": "rendered",
+                 "secmark_policy_packet_types": PROXY["packet_types"],
+                 "secmark_policy_allow_unlabeled": PROXY["allow_unlabeled"],
+                 "secmark_policy_labels": PROXY["labels"],
+                 "secmark_policy_verify": [{"name": "listener", "host": "127.0.0.1", "port": 8080, "expect": "allowed"},
+                                           {"name": "nothing", "host": "::1", "port": 8081, "expect": "refused"}]}
+    probe_task = "paranoid.netconfine.secmark_policy : Probe what must still work once the packets are labelled"
+    play = ansible_playbook(ROLE_PLAY, [netns_host], extra_vars=role_vars, args=("--tags", "verify"))
+    assert play.rc == 0 and play.stats[netns_host]["changed"] == 0, play
+    ran = {r.task for r in play.results[netns_host] if r.status != "skipped"}
+    assert ROLE_TASK not in ran and probe_task in ran, ran
+    assert [(p["name"], p["outcome"]) for p in play.task(netns_host, probe_task).result["probes"]] == [
+        ("listener", "connected"), ("nothing", "refused")]
+
+    plain = ansible_playbook(ROLE_PLAY, [netns_host], extra_vars=role_vars)   # a plain converge does not probe
+    assert plain.task(netns_host, probe_task).status == "skipped", plain
+
+    role_vars["secmark_policy_verify"][1]["port"] = 8080
+    failed = ansible_playbook(ROLE_PLAY, [netns_host], extra_vars=role_vars, args=("--tags", "verify"))
+    assert failed.rc == 2, failed
+    res = failed.task(netns_host, probe_task)
+    assert res.failed and "expected refused, got connected" in res.msg, res.result
+
+
 def test_rendered_nftables_form(netns_host):
     res = secmark_label(netns_host, dict(PROXY, state="rendered", backend="nftables"))
     assert res.result["changed"] is False and res.result["backend"] == "nftables"
