@@ -1,6 +1,6 @@
 """bridge_guard converged on the UML host: the kernel's tables, and real traffic between the bridged namespaces.
 
-The lab (lab.yml): br0 in the host's namespace, the guests dns and www and the uplink up in namespaces of their own.
+The lab (vars/lab.yml): br0 in the host's namespace, the guests dns and www and the uplink up in namespaces of their own.
 A dropped TCP connection shows as TimeoutError (the SYN never arrives), an accepted one as 'connected'.
 """
 
@@ -13,7 +13,7 @@ import testinfra
 import yaml
 from netns_listeners import CONNECT, listening_in
 
-LAB = yaml.safe_load((Path(__file__).resolve().parents[1] / "lab.yml").read_text())
+LAB = yaml.safe_load((Path(__file__).resolve().parents[1] / "vars" / "lab.yml").read_text())
 MEMBERS = LAB["bridge_lab"]
 FAMILIES = ["ip4", "ip6"]
 
