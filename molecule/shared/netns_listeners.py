@@ -10,7 +10,6 @@ As a program (a prepare step that leaves a listener running until destroy kills 
 
 import contextlib
 import subprocess
-import sys
 
 # argv: ADDRESS:PORT ... (an IPv6 address as is: "::1:992"); accepts and closes every connection
 LISTENER = """

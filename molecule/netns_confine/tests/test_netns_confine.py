@@ -60,7 +60,7 @@ def test_the_daemons_namespace_veth_route_and_resolv_conf(host, daemon_ns):
     assert NAME in [ns["name"] for ns in json.loads(host.check_output("ip -j netns list"))]
     assert addresses(host, "vh-" + NAME) == ["192.0.2.1/30"]
     assert addresses(daemon_ns, "vn-" + NAME) == [INSIDE + "/30"]
-    (default,) = [r for r in json.loads(daemon_ns.check_output("ip -j route show default"))]
+    (default,) = json.loads(daemon_ns.check_output("ip -j route show default"))
     assert (default["gateway"], default["dev"]) == ("192.0.2.1", "vn-" + NAME)
     assert host.sysctl("net.ipv4.ip_forward") == 1
     assert "nameserver 192.0.2.53" in host.file("/etc/netns/%s/resolv.conf" % NAME).content_string
