@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
 import subprocess
 from pathlib import Path
@@ -365,10 +364,7 @@ while True:
 def test_launcher_runs_the_daemon_in_the_namespace_as_the_user_with_a_private_tmp(site, make_user):
     machine, client, name = site
     user = make_user()
-    entry = pwd.getpwnam(user)
-    script = Path(entry.pw_dir) / "daemon.py"
-    script.write_text(TMP_DAEMON)
-    os.chown(script, entry.pw_uid, entry.pw_gid)
+    entry, script = nchelpers.user_file(user, TMP_DAEMON)
     args = seed_args(name, "iptables", service={
         "exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user,
         "working_directory": entry.pw_dir, "start": True})
@@ -425,10 +421,7 @@ def test_service_without_network_has_loopback_only(site, make_user):
     """Seed 002's `unshare -n`, declared: no subnet -> a namespace with lo only, no host-side rules."""
     machine, client, name = site
     user = make_user()
-    entry = pwd.getpwnam(user)
-    script = Path(entry.pw_dir) / "daemon.py"
-    script.write_text(TMP_DAEMON)
-    os.chown(script, entry.pw_uid, entry.pw_gid)
+    entry, script = nchelpers.user_file(user, TMP_DAEMON)
     before = strip_volatile(host_rules(machine, "iptables"))
     args = {"name": name, "backend": "iptables", "service": {
         "exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user, "start": True}}
