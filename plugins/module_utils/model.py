@@ -181,11 +181,16 @@ class Sysctl:
     key does not exist (``br_netfilter`` creates ``net/bridge/*``). ``field`` names the
     option that asked for it in errors. Handled by ``sysctl_state.SysctlState``; sysctls
     are per network namespace where the kernel says so (``net/*`` mostly are).
+    ``link``: the interface the key belongs to when the task creates that interface itself
+    (``net/ipv4/conf/vh-web/route_localnet`` of netns_service's veth). The key exists only
+    once the link does, so the boot restore, which runs before any such link exists, leaves
+    it to whatever creates the link at boot (netns_service's namespace unit).
     """
     key: str
     value: str
     module: Optional[str] = None
     field: str = "name"
+    link: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
+import re
 import socket
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model
@@ -73,3 +75,72 @@ def nft_format(expr):
     if kind == "masquerade":
         return "masquerade"
     return None
+
+
+# ---------------------------------------------------------------- reading back: the host ports a rule forwards
+
+_IPT_PROTOCOL = re.compile(r"(?:^| )-p (tcp|udp)(?: |$)")
+_IPT_DPORT = re.compile(r" --dports? (\S+)")
+_IPT_DESTINATION = re.compile(r"(?:^| )(! )?-d (\S+)")
+
+
+def _ranges(text):
+    """``80``, ``80:90`` or ``80,443,1000:1010`` (iptables) -> ((low, high), ...)."""
+    out = []
+    for part in text.split(","):
+        low, _sep, high = part.partition(":")
+        out.append((int(low), int(high or low)))
+    return tuple(out)
+
+
+def iptables_forward(line, family):
+    """What one ``iptables-save`` rule forwards, if it is a DNAT of a TCP/UDP destination port:
+    ``(family, protocol, ((low, high), ...), destination network or None)``; else None.
+
+    A negated destination (``! -d 127.0.0.0/8``) counts as any address.
+    """
+    if " -j DNAT" not in line:
+        return None
+    protocol, ports = _IPT_PROTOCOL.search(line), _IPT_DPORT.search(line)
+    if not protocol or not ports:
+        return None
+    destination = _IPT_DESTINATION.search(line)
+    address = None
+    if destination and not destination.group(1):
+        address = ipaddress.ip_network(u"%s" % destination.group(2), strict=False)
+    return (family, protocol.group(1), _ranges(ports.group(1)), address)
+
+
+def _nft_ports(right):
+    if isinstance(right, int):
+        return ((right, right),)
+    if isinstance(right, dict) and "range" in right:
+        return (tuple(right["range"]),)
+    if isinstance(right, dict) and "set" in right:
+        return tuple(p for item in right["set"] for p in _nft_ports(item))
+    return ()
+
+
+def nft_forward(rule):
+    """What one rule of ``nft -j`` (a dict with ``expr``) forwards, as :func:`iptables_forward` says."""
+    family = protocol = address = None
+    ports = ()
+    for expr in rule.get("expr", ()):
+        if not isinstance(expr, dict):
+            continue
+        if "dnat" in expr:
+            family = dict((v, k) for k, v in _NFT_FAMILY.items()).get(expr["dnat"].get("family"))
+        match = expr.get("match")
+        if not match or match.get("op") != "==" or "payload" not in match.get("left", {}):
+            continue
+        payload, right = match["left"]["payload"], match["right"]
+        if payload.get("field") == "dport" and payload.get("protocol") in ("tcp", "udp"):
+            protocol, ports = payload["protocol"], _nft_ports(right)
+        elif payload.get("field") == "daddr" and payload.get("protocol") in ("ip", "ip6"):
+            if isinstance(right, str):
+                address = ipaddress.ip_network(u"%s" % right)
+            elif isinstance(right, dict) and "prefix" in right:
+                address = ipaddress.ip_network(u"%s/%d" % (right["prefix"]["addr"], right["prefix"]["len"]))
+    if family is None or protocol is None or not ports:
+        return None
+    return (family, protocol, ports, address)

@@ -139,7 +139,7 @@ def build_policy(params):
         resources.append(model.Sysctl(FORWARDING[family], "1", field="subnet" if family == 4 else "subnet6"))
     if allow_lo:
         resources.append(model.Sysctl("net/ipv4/conf/%s/route_localnet" % host_link, "1",
-                                      field="allow_localhost_forward"))
+                                      field="allow_localhost_forward", link=host_link))
     if params.get("service") is not None:
         resources.append(service_launcher(name, params["service"]))
     egress = params.get("egress")

@@ -14,15 +14,26 @@ A namespace that does not exist yet holds no rules: ``read`` returns nothing,
 and the namespace is created by ``netns_links`` (an earlier state) before this
 one is applied. When the task is absent, states go in reverse order: these
 rules go before the namespace.
+
+``HostPorts`` is a state that owns nothing: under the engine's lock, before
+anything is applied, it reads the DNAT rules that *other* netconfine tasks
+hook into ``nat PREROUTING`` (the kernel's copy, through every usable backend)
+and refuses a forward of this task on a host port one of them already
+forwards, naming the field.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
+import json
 import os
+import re
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import reachable
 
 NETNS_DIR = "/run/netns"
 
@@ -73,6 +84,145 @@ class InsideNetns:
     def snapshot_jumps(self, read, current):
         snapshot = getattr(self.backend, "snapshot_jumps", None)
         return snapshot(read, current) if snapshot else None
+
+
+_IPT_TAG = re.compile(r'--comment "?netconfine:([^" ]+)"? ')
+_IPT_JUMP = re.compile(r" -[jg] (\S+)$")
+
+
+def iptables_forwards(tables, family):
+    """{task: [forward, ...]} of the tasks hooked into nat PREROUTING of one ``iptables-save``
+    (``nat_render.iptables_forward`` tuples, from the task's chains and the chains they jump to)."""
+    table = tables.get("nat")
+    out = {}
+    if table is None:
+        return out
+    for line in table.chain_rules("PREROUTING"):
+        tag, jump = _IPT_TAG.search(line), _IPT_JUMP.search(line)
+        if not tag or not jump:
+            continue
+        for chain in sorted(reachable(table, [jump.group(1)])):
+            for rule in table.chain_rules(chain):
+                found = nat_render.iptables_forward(rule, family)
+                if found:
+                    out.setdefault(tag.group(1), []).append(found)
+    return out
+
+
+def nft_forwards(tables, table_name=nft_render.TABLE):
+    """The same for our nftables table: the tagged jumps of its ``nat`` base chains at ``prerouting``."""
+    table = tables.get(table_name)
+    out = {}
+    if table is None:
+        return out
+    for base in table.chains:
+        if not base.definition or base.definition[:2] != ("nat", "prerouting"):
+            continue
+        for text in base.rules:
+            rule = json.loads(text)
+            tag = rule.get("comment") or ""
+            if not tag.startswith("netconfine:"):
+                continue
+            targets = [e[k]["target"] for e in rule.get("expr", ()) for k in ("jump", "goto")
+                       if isinstance(e, dict) and k in e]
+            for chain in table.chains:
+                if chain.definition is None and any(chain.name == t or chain.name.startswith(t + ".")
+                                                    for t in targets):
+                    for body in chain.rules:
+                        found = nat_render.nft_forward(json.loads(body))
+                        if found:
+                            out.setdefault(tag[len("netconfine:"):], []).append(found)
+    return out
+
+
+def _clash(mine, theirs):
+    family, protocol, port, address = mine
+    other_family, other_protocol, ranges, other_address = theirs
+    if (family, protocol) != (other_family, other_protocol) or not any(lo <= port <= hi for lo, hi in ranges):
+        return False
+    return address is None or other_address is None or address in other_address
+
+
+class HostPorts:
+    """Refuses a forward on a host port that another task's DNAT already takes (see the module docstring).
+
+    ``backends``: every usable netfilter backend of the host (a task on the other one forwards too);
+    ``claims``: ((field, family, protocol, host port, host address or None), ...) of this task;
+    ``task``: this task's policy name (its own rules are no conflict: a re-run converges them).
+    """
+
+    name = "host-ports"
+    offline_units = ()
+    internal = True       # owns nothing: never in rendered, scripts or the diff
+
+    def __init__(self, backends, claims, task):
+        self.backends = backends
+        self.claims = tuple(claims)
+        self.task = task
+        self._policy = None
+
+    def units(self, policy):
+        self._policy = policy
+        return ("forwards",) if policy.present and self.claims else ()
+
+    def read(self, unit):
+        for backend in self.backends:
+            for backend_unit in backend.units(self._policy):
+                tables = backend.read(backend_unit)
+                if backend.name == "iptables":
+                    found = iptables_forwards(tables, backend_unit)
+                else:
+                    found = nft_forwards(tables, getattr(backend, "table", nft_render.TABLE))
+                self._check(found, backend.name)
+        return {}
+
+    def _check(self, found, backend_name):
+        for task, forwards in sorted(found.items()):
+            if task == self.task:
+                continue
+            for field, family, protocol, port, address in self.claims:
+                theirs = next((f for f in forwards if _clash((family, protocol, port, address), f)), None)
+                if theirs is not None:
+                    raise NetconfineError(
+                        "%s host port %d%s is already forwarded by task %s (%s, its nat PREROUTING DNAT%s); "
+                        "choose another host_port or host_address" % (
+                            protocol, port, " on %s" % address if address else "", task, backend_name,
+                            " to %s" % theirs[3] if theirs[3] else ""), field)
+
+    def owned(self, read, policy, unit):
+        return {}
+
+    def render(self, policy, unit):
+        return {}
+
+    def script(self, read, current, desired, restore_jumps=None):
+        return ""
+
+    def apply(self, unit, script):
+        return None
+
+
+def claims_of(params):
+    """((field, family, protocol, host port, host address or None), ...) of ``port_forwards``
+    (already checked by ``netns_model.build_policy``)."""
+    families = [f for f, key in ((4, "subnet"), (6, "subnet6")) if params.get(key) is not None]
+    out = []
+    for index, raw in enumerate(params.get("port_forwards") or []):
+        address = ipaddress.ip_address(u"%s" % raw["host_address"]) if raw.get("host_address") else None
+        for family in ([address.version] if address else families):
+            out.append(("port_forwards[%d].host_port" % index, family, raw.get("protocol") or "tcp",
+                        raw["host_port"], address))
+    return out
+
+
+def make_host_ports(module, run):
+    """Factory for ``netfilter_task.run_module(..., states=(make_host_ports, ...))``."""
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import netfilter_task
+
+    params = module.params
+    if params["state"] != "present" or not params.get("port_forwards"):
+        return HostPorts((), (), "netns-%s" % params["name"])
+    return HostPorts(netfilter_task.choose_backends(module, run), claims_of(params), "netns-%s" % params["name"])
 
 
 def entering(run, ip, namespace):

@@ -8,7 +8,9 @@ seam (see ``engine``), implemented once for every module: its desired content
 is, for every seam that has a boot form (the netfilter backend's units, the
 sysctls), the text that seam would apply on an empty host
 (``seam.script({}, {}, seam.render(policy, unit))`` — the same text
-``state: rendered`` shows), one file per unit::
+``state: rendered`` shows; a seam with ``boot_script(desired)`` leaves out what
+cannot exist yet when the restore runs, e.g. the sysctls of a veth that
+netns_service's namespace unit creates later), one file per unit::
 
     PERSIST_DIR/host/<task>.<seam>-<unit>          the initial network namespace
     PERSIST_DIR/netns/<name>/<task>.<seam>-<unit>  a named namespace (ip netns, /run/netns/<name>)
@@ -184,7 +186,10 @@ class PersistState:
         if policy.present:
             for seam in self.seams:
                 for unit in seam.units(policy):
-                    text = seam.script({}, {}, engine.render_once(seam, policy, unit))
+                    desired = engine.render_once(seam, policy, unit)
+                    # a seam may leave out of the boot text what cannot exist yet when the restore runs
+                    boot = getattr(seam, "boot_script", None)
+                    text = boot(desired) if boot else seam.script({}, {}, desired)
                     if text:
                         out[os.path.join(self.task_dir(), "%s.%s-%s" % (policy.name, seam.name, unit))] = text
         self._files_for = (policy, out)

@@ -106,6 +106,16 @@ class SysctlState:
             lines.append("%s = %s" % (key.replace("/", "."), want[key]))
         return "".join("modprobe %s\n" % m for m in modules) + "".join(line + "\n" for line in lines)
 
+    def boot_script(self, desired):
+        """The boot file's text (``persistence``): the empty-host script, without the keys of links the
+        task creates itself (``model.Sysctl.link``). ``netconfine-restore`` runs before any such link
+        exists (a veth of netns_service is made later, by its namespace unit, which then sets them);
+        writing them there would fail the restore at every boot."""
+        linked = set(key for key, item in self._declared.items() if item.link)
+        if UNIT in desired:
+            desired = {UNIT: Settings(tuple(v for v in desired[UNIT].values if v[0] not in linked))}
+        return self.script({}, {}, desired)
+
     def _built_in(self, module, key):
         """Whether ``module`` is part of the kernel: ``key`` exists while no loadable module of that name is
         loaded (a loaded one has ``/sys/module/<module>/initstate``, kernel/module/sysfs.c). Then modprobe is

@@ -162,10 +162,11 @@ class SystemdUnits:
     def units(self, policy):
         launchers = dict((i.namespace, i) for i in policy.resources if isinstance(i, model.Launcher))
         self._declared = dict((n.name, (n, launchers.get(n.name))) for n in netns_links.declared(policy).values())
-        # sysctls of a veth we create (route_localnet): the boot restore runs before the link exists
+        # sysctls of a veth we create (route_localnet): the boot restore, which runs before the link exists,
+        # leaves them out (sysctl_state.boot_script); the namespace unit sets them once it made the veth
         self._link_sysctls = dict((n.name, tuple(sorted((i.key, i.value) for i in policy.resources
                                                         if isinstance(i, model.Sysctl) and n.host_link and
-                                                        "/conf/%s/" % n.host_link in i.key)))
+                                                        i.link == n.host_link)))
                                   for n in netns_links.declared(policy).values())
         return tuple(sorted(self._declared))
 

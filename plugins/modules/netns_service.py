@@ -28,8 +28,9 @@ description:
     namespace's address). On the nftables backend these are base chains of type C(nat) at the C(dstnat)/C(srcnat)
     priorities in the collection's table C(inet netconfine), changed in one transaction.
   - B(Bad input changes nothing.) Names with C(/), C(..), spaces or over 12 characters, a subnet that overlaps a
-    route of this host (another namespace's veth, the uplink), ports out of range, a host port forwarded twice -
-    an error naming the field.
+    route of this host (another namespace's veth, the uplink), ports out of range, a host port forwarded twice,
+    a host port that another task already forwards (its DNAT in C(nat PREROUTING), read from the kernel on both
+    backends, on any address or the same one) - an error naming the field, nothing applied.
   - The name under C(/run/netns) is a bind mount in the mount namespace the module runs in. The module refuses to
     create it from a slave mount namespace (as C(ip netns exec) gives), where it would vanish when the task ends.
 author:
@@ -411,7 +412,8 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    states = (netns_links.make_state, sysctl_state, netns_netfilter.make_state, systemd_units.make_state)
+    states = (netns_netfilter.make_host_ports, netns_links.make_state, sysctl_state, netns_netfilter.make_state,
+              systemd_units.make_state)
     run_module(ARGUMENT_SPEC, build_policy, states=states)
 
 

@@ -313,6 +313,16 @@ def local_user(group: str | None = None, groups: tuple[str, ...] | list[str] = (
         _delete_user(name)
 
 
+def user_file(user: str, text: str, name: str = "daemon.py") -> tuple[pwd.struct_passwd, Path]:
+    """``text`` written to ``name`` in ``user``'s home (removed with the user), owned by the user:
+    (the user's passwd entry, the path). For a daemon script the user runs."""
+    entry = pwd.getpwnam(user)
+    path = Path(entry.pw_dir) / name
+    path.write_text(text)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    return entry, path
+
+
 # --------------------------------------------------------------------------- sockets
 
 _LISTENER = textwrap.dedent("""

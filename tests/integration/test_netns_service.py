@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
 import subprocess
 from pathlib import Path
@@ -275,6 +274,40 @@ def test_overlapping_namespaces_refused(site, backend):
     assert service(machine, dict(seed_args(name, backend), state="absent")).changed
 
 
+def test_a_host_port_forwarded_by_another_task_is_refused(site, backend):
+    """Two namespaces on one machine: the second may not take the first's host port (on any backend of the
+    machine), nothing of it is applied; the first task re-run is no conflict with itself."""
+    machine, _client, name = site
+    assert service(machine, seed_args(name, backend)).changed
+    before = strip_volatile(host_rules(machine, backend))
+    other = nchelpers.new_short_name()
+    try:
+        for other_backend in BACKENDS:     # iptables rules of the first task are seen from an nftables task too
+            for check in (True, False):
+                failed = service(machine, seed_args(other, other_backend, subnet="192.0.2.4/30", dns=[]),
+                                 check=check, expect_failure=True)
+                assert failed.result["field"] == "port_forwards[0].host_port", failed.result
+                assert "tcp host port %d" % PORT in failed.msg and "netns-%s" % name in failed.msg
+        assert other not in run("ip", "netns", "list").stdout
+        assert run("ip", "-n", machine, "link", "show", "dev", "vh-" + other, check=False).returncode != 0
+        assert strip_volatile(host_rules(machine, backend)) == before
+        # another port, or the same port on another address of the host only, is no conflict ...
+        args = seed_args(other, backend, subnet="192.0.2.4/30", dns=[],
+                         port_forwards=[{"host_port": OTHER_PORT}, {"host_port": PORT, "protocol": "udp"}])
+        assert service(machine, args).changed
+        # ... and neither task conflicts with itself on a re-run
+        assert not service(machine, args).changed
+        assert not service(machine, seed_args(name, backend)).changed
+        # the first may not take what the second now forwards
+        taken = seed_args(name, backend, port_forwards=[{"host_port": PORT}, {"host_port": OTHER_PORT}])
+        assert service(machine, taken, expect_failure=True).result["field"] == "port_forwards[1].host_port"
+        assert service(machine, dict(args, state="absent")).changed
+    finally:
+        nchelpers._delete_netns(other)
+        subprocess.run(["rm", "-rf", "--", "/etc/netns/" + other], check=False)
+    assert service(machine, dict(seed_args(name, backend), state="absent")).changed
+
+
 def test_refuses_to_bind_from_a_slave_mount_namespace(site, backend):
     """Under plain `ip netns exec` the bind would vanish with the task: the module says so and changes nothing."""
     machine, _client, name = site
@@ -331,10 +364,7 @@ while True:
 def test_launcher_runs_the_daemon_in_the_namespace_as_the_user_with_a_private_tmp(site, make_user):
     machine, client, name = site
     user = make_user()
-    entry = pwd.getpwnam(user)
-    script = Path(entry.pw_dir) / "daemon.py"
-    script.write_text(TMP_DAEMON)
-    os.chown(script, entry.pw_uid, entry.pw_gid)
+    entry, script = nchelpers.user_file(user, TMP_DAEMON)
     args = seed_args(name, "iptables", service={
         "exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user,
         "working_directory": entry.pw_dir, "start": True})
@@ -391,10 +421,7 @@ def test_service_without_network_has_loopback_only(site, make_user):
     """Seed 002's `unshare -n`, declared: no subnet -> a namespace with lo only, no host-side rules."""
     machine, client, name = site
     user = make_user()
-    entry = pwd.getpwnam(user)
-    script = Path(entry.pw_dir) / "daemon.py"
-    script.write_text(TMP_DAEMON)
-    os.chown(script, entry.pw_uid, entry.pw_gid)
+    entry, script = nchelpers.user_file(user, TMP_DAEMON)
     before = strip_volatile(host_rules(machine, "iptables"))
     args = {"name": name, "backend": "iptables", "service": {
         "exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user, "start": True}}

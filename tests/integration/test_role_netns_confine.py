@@ -1,27 +1,31 @@
 """Role paranoid.netconfine.netns_confine on a machine namespace host: the seed's daemon on 10105 as a user.
 
 Same topology as test_netns_service (its fixtures): converge, idempotence, the outside client reaches the daemon
-through the forward only, the daemon's /tmp is private; then the item marked absent leaves nothing.
+through the forward only, the daemon's /tmp is private; the role's handler, notified, leaves a launcher
+alone (it restarts systemd units only: test_systemd_real proves the restart); then the item marked absent
+leaves nothing.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
-from pathlib import Path
 
 import yaml
 
+import nchelpers
 from nchelpers import SYSTEM_PYTHON, ansible_playbook
 from test_netns_service import LAUNCHERS, OTHER_PORT, PORT, TMP_DAEMON, UPLINK, ask, hosts, links_of
 # the site fixture, used by name
 from test_netns_service import site  # noqa: F401 pylint: disable=unused-import
 
 
-def role_play(services):
-    return yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [
-        {"name": "netns_confine", "ansible.builtin.include_role": {"name": "paranoid.netconfine.netns_confine"},
-         "vars": {"netns_confine_services": services, "netns_confine_backend": "nftables"}}]}], sort_keys=False)
+def role_play(services, notify=False):
+    tasks = [{"name": "netns_confine", "ansible.builtin.include_role": {"name": "paranoid.netconfine.netns_confine"},
+              "vars": {"netns_confine_services": services, "netns_confine_backend": "nftables"}}]
+    if notify:       # what a task that changes the daemon's configuration does
+        tasks.append({"name": "configuration", "ansible.builtin.command": "true", "changed_when": True,
+                      "notify": "netns_confine restart"})
+    return yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": tasks}], sort_keys=False)
 
 
 def changed_tasks(play, host):
@@ -31,10 +35,7 @@ def changed_tasks(play, host):
 def test_role_seed_daemon_idempotent_and_removed(site, make_user):
     machine, client, name = site
     user = make_user()
-    entry = pwd.getpwnam(user)
-    script = Path(entry.pw_dir) / "daemon.py"
-    script.write_text(TMP_DAEMON)
-    os.chown(script, entry.pw_uid, entry.pw_gid)
+    entry, script = nchelpers.user_file(user, TMP_DAEMON)
     item = {"name": name, "subnet": "192.0.2.0/30", "outbound_interface": "m0", "dns": ["192.0.2.53"],
             "port_forwards": [{"protocol": "tcp", "host_port": PORT}],
             "service": {"exec": SYSTEM_PYTHON, "args": [str(script), str(PORT), name], "user": user, "start": True}}
@@ -46,6 +47,13 @@ def test_role_seed_daemon_idempotent_and_removed(site, make_user):
     assert ask(client, UPLINK, PORT) == "uid=%d tmp=True" % entry.pw_uid
     assert ask(client, UPLINK, OTHER_PORT) == "error ConnectionRefusedError"
     assert not os.path.exists("/tmp/netconfine-daemon-" + name)
+    # the handler runs when notified, and skips an item run by the launcher (no systemd unit): same process
+    pids = nchelpers.run("ip", "netns", "pids", name).stdout.split()
+    notified = ansible_playbook(role_play([item], notify=True), hosts(machine))
+    assert notified.rc == 0, notified.output
+    handler = [r for r in notified.results[machine] if r.action.endswith("systemd_service")]
+    assert [r.status for r in handler] == ["skipped"], notified.output
+    assert nchelpers.run("ip", "netns", "pids", name).stdout.split() == pids
 
     gone = ansible_playbook(role_play([dict(item, state="absent")]), hosts(machine))
     assert gone.rc == 0 and gone.stats[machine]["changed"] == 1, gone.output

@@ -14,6 +14,7 @@ import json
 import time
 
 import pytest
+import yaml
 
 from nchelpers import ansible_playbook
 from systemd_container import systemd_container
@@ -31,6 +32,7 @@ PLAY = """
         state: "{{ state }}"
         subnet: 192.0.2.0/30
         port_forwards: [{host_port: 10105}]
+        allow_localhost_forward: true
         service:
           exec: /usr/bin/python3
           args: ["%(daemon)s", "10105"]
@@ -68,6 +70,14 @@ PLAY = """
 """ % {"daemon": DAEMON}
 
 TASKS = ("web", "converter", "guard iptables", "guard nftables")
+
+# The role with the web task's item, and a task that notifies its handler (the daemon's configuration changed).
+WEB = dict(yaml.safe_load(PLAY)[0]["tasks"][0]["paranoid.netconfine.netns_service"], state="present")
+ROLE_PLAY = yaml.safe_dump([{"hosts": "ctr", "gather_facts": False, "tasks": [
+    {"name": "netns_confine", "ansible.builtin.include_role": {"name": "paranoid.netconfine.netns_confine"},
+     "vars": {"netns_confine_services": [WEB]}},
+    {"name": "configuration", "ansible.builtin.command": "true", "changed_when": True,
+     "notify": "netns_confine restart"}]}], sort_keys=False)
 
 
 def converge(ctr, state="present", check=False):
@@ -139,6 +149,9 @@ def check_everything(ctr):
     # ... while the same connection from the same namespace, outside the daemon's cgroup, is made
     assert ctr.sh("ip netns exec ncweb nc -z -w2 203.0.113.1 7001", check=False).returncode == 0
     assert web["127.0.0.1:10105"] == "connected", web
+    # allow_localhost_forward: a local client on 127.0.0.1 reaches the daemon through the OUTPUT DNAT
+    assert ctr.sh("cat /proc/sys/net/ipv4/conf/vh-ncweb/route_localnet").stdout.strip() == "1"
+    assert ctr.sh("nc -w2 127.0.0.1 10105 </dev/null").stdout.startswith("ok ")
     conv = result(ctr, 10106)
     assert conv["192.0.2.1:7001"] == "Network is unreachable", conv   # #24: lo only
     assert conv["127.0.0.1:10106"] == "connected", conv
@@ -172,6 +185,17 @@ def test_units_reboot_and_persistence_under_real_systemd():
             assert not any(changed(again).values()), again.output
         check_everything(ctr)
 
+        # the role's handler restarts the daemon when notified; the role's own task changes nothing here
+        old_pid = daemon_pid(ctr, "netconfine-ncweb.service")
+        role = ansible_playbook(ROLE_PLAY, {"ctr": ctr.hostvars})
+        assert role.rc == 0, role.output
+        by_action = dict((r.action.rsplit(".", 1)[-1], r) for r in role.results["ctr"])
+        assert not by_action["netns_service"].changed, role.output
+        assert by_action["systemd_service"].changed, role.output         # the handler ran, for ncweb
+        assert daemon_pid(ctr, "netconfine-ncweb.service") != old_pid, role.output
+        wait_for(lambda: ctr.sh("nc -w2 127.0.0.1 10105 </dev/null", check=False).stdout.startswith("ok "),
+                 "the restarted daemon")
+
         # restarting the namespace unit: a fresh namespace, and the daemon follows into it
         # (a namespace's inode number can be reused: mark the old one by a sysctl a fresh one has at 64)
         old_pid = daemon_pid(ctr, "netconfine-ncweb.service")
@@ -198,7 +222,9 @@ def test_units_reboot_and_persistence_under_real_systemd():
         assert 0 < order[0] < order[1], order
         assert "ip saddr 198.51.100.8 drop" in ctr.sh("nft list table inet nctforeign").stdout
         assert "-A NCT-FOREIGN -s 198.51.100.7/32 -j DROP" in ctr.sh("iptables-save -t filter").stdout
-        assert ctr.sh("systemctl is-active netconfine-restore.service").stdout.strip() == "active"
+        # the boot restore left the veth's route_localnet to the namespace unit (it did not fail on it)
+        assert ctr.sh("systemctl is-active netconfine-restore.service").stdout.strip() == "active", \
+            ctr.sh("journalctl -u netconfine-restore.service --no-pager | tail -20", check=False).stdout
         # counters reset: the rules came back by restore, not by our run
         after_boot = converge(ctr)
         assert not any(changed(after_boot).values()), after_boot.output

@@ -341,3 +341,83 @@ def test_states_go_in_reverse_order_when_absent(monkeypatch):
     engine.converge(model.Policy("t", present=False), [NoRules("nf", False)],
                     states=[Seam("links", True), Seam("units", True)])
     assert log == ["units", "links"]
+
+
+# --------------------------------------------------------------------------- host ports of other tasks
+
+def _tables_of(policies):
+    """What iptables-save / nft -j would print with ``policies`` converged (their rendered rules)."""
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import iptables_backend, nft_backend
+
+    ipt = iptables_backend.IptablesBackend(None, {4: ("s", "r"), 6: ("s", "r")})
+    saves = {}
+    for family in (4, 6):
+        text = ["*nat"]
+        for policy in policies:
+            owned = ipt.render(policy, family).get("nat")
+            text += [line.split("  # ")[0] for line in owned.lines()[1:]] if owned else []
+        saves[family] = iptables_backend.parse_save("\n".join(text + ["COMMIT", ""]))
+    nft = nft_backend.NftablesBackend(None, "nft")
+    chains, rules = {}, []
+    for policy in policies:
+        owned = nft.render(policy, "ruleset")[nft_render.TABLE]
+        for name, kind, hook, prio in owned.bases:
+            chains[name] = {"family": "inet", "table": "netconfine", "name": name, "type": kind, "hook": hook,
+                            "prio": prio}
+        for base, text, _placement in owned.jumps:
+            rules.append(dict(json.loads(text), family="inet", table="netconfine", chain=base))
+        for name, body in owned.chains:
+            chains[name] = {"family": "inet", "table": "netconfine", "name": name}
+            rules += [dict(json.loads(t), family="inet", table="netconfine", chain=name) for t in body]
+    listing = {"nftables": [{"table": {"family": "inet", "name": "netconfine"}}]
+               + [{"chain": c} for c in chains.values()] + [{"rule": r} for r in rules]}
+    return saves, nft_backend.parse_list(json.dumps(listing))
+
+
+@pytest.mark.parametrize("other, mine, clash", [
+    ([fwd()], [fwd()], True),                                                   # same port, any address
+    ([fwd()], [fwd(protocol="udp")], False),                                    # other protocol
+    ([fwd()], [fwd(host_port=10106)], False),                                   # other port
+    ([fwd(host_address="203.0.113.10")], [fwd()], True),                        # any address takes theirs too
+    ([fwd()], [fwd(host_address="203.0.113.10")], True),
+    ([fwd(host_address="203.0.113.10")], [fwd(host_address="203.0.113.11")], False),
+    ([fwd(host_address="203.0.113.10", **{"from": ["198.51.100.0/24"]})],
+     [fwd(host_address="203.0.113.10")], True),                                 # sources do not split a port
+    ([fwd(host_port=80, port=8080), fwd(host_port=81, port=8080)], [fwd(host_port=81)], True),
+])
+def test_a_host_port_another_task_forwards_is_refused_on_both_backends(other, mine, clash):
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_netfilter
+
+    theirs = build_policy(params(name="db", subnet="192.0.2.4/30", port_forwards=other))
+    ours = build_policy(params(port_forwards=mine))
+    saves, nft = _tables_of([theirs, ours])
+    claims = netns_netfilter.claims_of(params(port_forwards=mine))
+    found = [netns_netfilter.iptables_forwards(saves[4], 4), netns_netfilter.nft_forwards(nft)]
+    assert all(sorted(f) == ["netns-db", "netns-web"] for f in found), found
+    for forwards in found:
+        state = netns_netfilter.HostPorts((), claims, "netns-web")
+        if clash:
+            with pytest.raises(NetconfineError) as err:
+                state._check(forwards, "test")
+            assert err.value.field == "port_forwards[0].host_port" and "task netns-db" in str(err.value)
+        else:
+            state._check(forwards, "test")
+        # the task's own rules are no conflict (a re-run converges them)
+        netns_netfilter.HostPorts((), claims, "netns-web")._check({"netns-web": forwards["netns-web"]}, "test")
+
+
+def test_host_ports_of_ipv6_forwards_are_per_family():
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_netfilter
+
+    theirs = build_policy(params(name="db", subnet="192.0.2.4/30", subnet6="fd00:20::/64",
+                                 port_forwards=[fwd(host_address="fd00:99::1")]))
+    saves, nft = _tables_of([theirs])
+    assert netns_netfilter.iptables_forwards(saves[4], 4) == {}
+    six = netns_netfilter.iptables_forwards(saves[6], 6)["netns-db"]
+    assert [f[:3] for f in six] == [(6, "tcp", ((10105, 10105),))]
+    assert [f[:3] for f in netns_netfilter.nft_forwards(nft)["netns-db"]] == [(6, "tcp", ((10105, 10105),))]
+    v4 = netns_netfilter.claims_of(params(port_forwards=[fwd()]))
+    netns_netfilter.HostPorts((), v4, "netns-web")._check({"netns-db": six}, "test")     # IPv4 only: no clash
+    v6 = netns_netfilter.claims_of(params(subnet6="fd00:19::/64", port_forwards=[fwd()]))
+    with pytest.raises(NetconfineError):
+        netns_netfilter.HostPorts((), v6, "netns-web")._check({"netns-db": six}, "test")

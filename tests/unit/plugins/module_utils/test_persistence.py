@@ -70,3 +70,21 @@ def test_absent_removes_the_tasks_files_only(tmp_path):
 
 def test_no_namespace_name_no_unit(tmp_path):
     assert PersistState([Seam()], str(tmp_path), None).units(model.Policy("a")) == ()
+
+
+def test_the_boot_file_leaves_out_the_sysctls_of_a_veth_the_namespace_unit_creates(tmp_path):
+    """netconfine-restore runs before netns_service's veth exists: route_localnet is the namespace unit's."""
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import build_policy
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.sysctl_state import SysctlState
+
+    policy = build_policy({"name": "web", "state": "present", "subnet": "192.0.2.0/30",
+                           "port_forwards": [{"protocol": "tcp", "host_port": 10105}],
+                           "allow_localhost_forward": True})
+    sysctl = SysctlState(None, proc_sys=str(tmp_path / "proc"))
+    assert sysctl.units(policy) == ("kernel",)
+    state = PersistState([sysctl], str(tmp_path), "host")
+    converge(state, policy)
+    assert (tmp_path / "host" / "netns-web.sysctl-kernel").read_text() == "net.ipv4.ip_forward = 1\n"
+    # the live run still sets it (what the engine applies is the full script)
+    live = sysctl.script({}, sysctl.owned({}, policy, "kernel"), sysctl.render(policy, "kernel"))
+    assert "net.ipv4.conf.vh-web.route_localnet = 1" in live

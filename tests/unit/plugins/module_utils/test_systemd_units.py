@@ -94,8 +94,8 @@ def test_namespace_unit_builds_with_the_links_commands_and_restores_inside_rules
 
 def test_namespace_unit_sets_the_veth_sysctls_once_the_veth_exists(tmp_path):
     state = make(tmp_path, Systemctl())
-    pol = model.Policy(name="netns-web", resources=(NS, model.Sysctl("net/ipv4/ip_forward", "1"),
-                                                    model.Sysctl("net/ipv4/conf/vh-web/route_localnet", "1")))
+    localnet = model.Sysctl("net/ipv4/conf/vh-web/route_localnet", "1", link="vh-web")
+    pol = model.Policy(name="netns-web", resources=(NS, model.Sysctl("net/ipv4/ip_forward", "1"), localnet))
     state.units(pol)
     text = dict(f[1].split("\n", 1) for f in state.render(pol, "web")["web"].facts if f[0] == "file")
     unit = text[str(tmp_path / "units" / "netconfine-ns-web.service")]
