@@ -6,7 +6,7 @@
 #   seed_check.sh logged HOST [kmsg]  does root's ping to HOST raise the root-egress: LOG counter: logged | not-logged;
 #                                     with kmsg (net.netfilter.nf_log_all_netns=1) also a kernel log line: logged+kmsg
 #   seed_check.sh daemon NETNS USER   every process in NETNS runs as USER, with no_new_privs, and its /tmp is not
-#                                     this machine's: USER,no_new_privs,private-tmp | what differs
+#                                     this machine's: confined | what differs
 case "$1" in
   rsync)
     d=$(mktemp -d); chmod 777 "$d"
@@ -39,7 +39,7 @@ case "$1" in
     pids=$(ip netns pids "$2")
     [ -n "$pids" ] || { echo no-process; exit 0; }
     uid=$(id -u "$3") || { echo "no-user $3"; exit 0; }
-    out="$3,no_new_privs,private-tmp"
+    out=confined
     for p in $pids; do
       [ "$(awk '/^Uid:/ {print $2}' "/proc/$p/status")" = "$uid" ] || out="pid $p is not $3"
       [ "$(awk '/^NoNewPrivs:/ {print $2}' "/proc/$p/status")" = 1 ] || out="pid $p may gain privileges"
