@@ -66,8 +66,18 @@ def probe_table(rows, title=""):
 # --------------------------------------------------------------------------- the audit
 
 def _policy_state(policy):
-    """A policy record {role, result} -> (state, diff lines): in sync / drifted / failed / not run."""
+    """A policy record {role, result} -> (state, diff lines): in sync / drifted / failed / not run.
+
+    A looped task's result (netns_confine: one module call per namespace) counts as one policy: failed when
+    an item failed, drifted when an item changed, with every changed item's lines."""
     result = policy.get("result") or {}
+    items = [item for item in result.get("results") or [] if isinstance(item, dict) and not item.get("skipped")]
+    if items:
+        failed = [str(item.get("msg", "failed")) for item in items if item.get("failed") or item.get("unreachable")]
+        if failed:
+            return "failed", failed
+        changed = [item for item in items if item.get("changed")]
+        return ("drifted", [line for item in changed for line in _diff_lines(item.get("diff"))]) if changed else ("in sync", [])
     if not result or result.get("skipped"):
         return "not run", []
     if result.get("failed") or result.get("unreachable"):

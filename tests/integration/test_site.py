@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nchelpers import ROOT, ansible_playbook, iptables_save
+from nchelpers import ROOT, ansible_playbook, iptables_save, run
+from test_netns_service import INSIDE, OTHER_PORT, PORT, UPLINK, daemon_in
+from test_netns_service import hosts as machine_host
+# the machine / client / service-namespace fixture of the netns_service tests, by another name here
+from test_netns_service import site as netns_site  # noqa: F401 pylint: disable=unused-import
 
 SITE = ROOT / "playbooks" / "site.yml"
 TG = "paranoid.netconfine.tunnel_guard : "
+NC = "paranoid.netconfine.netns_confine : "
 
 
 @pytest.fixture
@@ -103,3 +108,46 @@ def test_collection_playbook_import(fleet, tmp_path):
     first = site(fleet, playbook=Path(mine))
     assert len(changed_tasks(first, fleet[0])) == 2
     assert changed_tasks(site(fleet, playbook=Path(mine)), fleet[0]) == []
+
+
+def test_netns_hosts_converge_and_verify_from_a_client(netns_site, make_user, tmp_path):
+    """netns_hosts -> netns_confine (seed 004); --tags verify runs netns_confine_verify on the client
+    (netns_confine_verify_from): the forward connects, another port is refused, the namespace's own address,
+    routed by the client through the machine, is dropped."""
+    machine, client, name = netns_site
+    run("ip", "-n", client, "route", "add", "192.0.2.0/30", "via", UPLINK)
+    groups = tmp_path / "groups.yml"
+    groups.write_text(yaml.safe_dump({"all": {"children": {"netns_hosts": {"hosts": {machine: None}}}}}))
+    hosts = machine_host(machine)
+    hosts[machine].update({
+        "ansible_become": False,
+        "netns_confine_backend": "iptables",
+        "netns_confine_services": [{"name": name, "subnet": "192.0.2.0/30", "outbound_interface": "m0",
+                                    "port_forwards": [{"host_port": PORT}]}],
+        "netns_confine_verify_from": client,
+        "netns_confine_verify": [
+            {"name": "the forward", "host": UPLINK, "port": PORT, "receive": True, "expect": "allowed"},
+            {"name": "not forwarded", "host": UPLINK, "port": OTHER_PORT, "expect": "refused"},
+            {"name": "the namespace itself", "host": INSIDE, "port": PORT, "timeout": 1, "expect": "timeout"}],
+    })
+    hosts[client] = {}
+    fleet = (machine, hosts, ("-i", str(groups)))
+    applied = site(fleet)
+    assert changed_tasks(applied, machine) == ["Each daemon in its own network namespace"]
+    assert {r.status for r in applied.results[machine] if r.action == "paranoid.netconfine.probe"} == {"skipped"}
+    again = site(fleet)
+    assert changed_tasks(again, machine) == [] and again.stats[machine]["changed"] == 0, again.output
+
+    with daemon_in(name, make_user(), PORT):
+        verify = site(fleet, args=("--tags", "verify"))
+    probes = verify.task(machine, NC + "Probe the services' port forwards").result["probes"]
+    assert [p["outcome"] for p in probes] == ["connected", "refused", "timeout"], verify.output
+    assert all(p["as_expected"] for p in probes) and verify.stats[machine]["changed"] == 0
+
+    # the probes really ran on the client: from the machine itself the namespace's address answers
+    hosts[machine]["netns_confine_verify_from"] = ""
+    with daemon_in(name, make_user(), PORT):
+        failed = ansible_playbook(SITE, hosts, {}, args=fleet[2] + ("--tags", "verify"))
+    assert failed.rc == 2, failed.output
+    res = failed.task(machine, NC + "Probe the services' port forwards")
+    assert res.failed and "expected timeout, got connected" in res.msg, failed.output

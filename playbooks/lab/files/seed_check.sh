@@ -1,9 +1,12 @@
 #!/bin/sh
-# The seeds' own commands on crueller; prints one word, the outcome (never fails).
+# The seeds' own commands on crueller (and a look at seed 004's daemon on nsdaemonhost); prints one word, the
+# outcome (never fails).
 #   seed_check.sh rsync USER -4|-6    rsync --port=273 localhost::attic/stuff.txt as USER: got-stuff.txt | refused | ...
 #   seed_check.sh sg USER GROUP HOST  sg GROUP -c 'ping HOST' as USER: network | no-network
 #   seed_check.sh logged HOST [kmsg]  does root's ping to HOST raise the root-egress: LOG counter: logged | not-logged;
 #                                     with kmsg (net.netfilter.nf_log_all_netns=1) also a kernel log line: logged+kmsg
+#   seed_check.sh daemon NETNS USER   every process in NETNS runs as USER, with no_new_privs, and its /tmp is not
+#                                     this machine's: confined | what differs
 case "$1" in
   rsync)
     d=$(mktemp -d); chmod 777 "$d"
@@ -32,6 +35,18 @@ case "$1" in
       for _ in 1 2 3 4 5 6 7 8 9 10; do [ "$(lines "$2")" -gt "$k" ] && break; sleep 0.2; done
       if [ "$(lines "$2")" -gt "$k" ]; then echo logged+kmsg; else echo "logged (counter), no kernel log line"; fi
     fi ;;
-  *) echo "usage: $0 rsync|sg|logged ..."; exit 2 ;;
+  daemon)
+    pids=$(ip netns pids "$2")
+    [ -n "$pids" ] || { echo no-process; exit 0; }
+    uid=$(id -u "$3") || { echo "no-user $3"; exit 0; }
+    out=confined
+    for p in $pids; do
+      [ "$(awk '/^Uid:/ {print $2}' "/proc/$p/status")" = "$uid" ] || out="pid $p is not $3"
+      [ "$(awk '/^NoNewPrivs:/ {print $2}' "/proc/$p/status")" = 1 ] || out="pid $p may gain privileges"
+      # /proc/PID/root/tmp is the process's /tmp, seen through its own mount namespace
+      [ "$(stat -c %d "/proc/$p/root/tmp")" != "$(stat -c %d /tmp)" ] || out="pid $p shares this machine's /tmp"
+    done
+    echo "$out" ;;
+  *) echo "usage: $0 rsync|sg|logged|daemon ..."; exit 2 ;;
 esac
 exit 0
