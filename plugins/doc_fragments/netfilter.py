@@ -96,4 +96,25 @@ options:
   rollback_token:
     description: Set by the collection's action plugin for O(rollback_timeout); not for playbooks.
     type: str
+  allow_lockout:
+    description:
+      - Before anything is applied (also in check mode), the task refuses a policy that would cut the controller
+        off, naming the field. It looks at the SSH connection the controller uses (this host's address and port as
+        the controller connects to them, refined by C(SSH_CONNECTION) on the host) and refuses a DROP or REJECT
+        rule that surely matches that connection, a new one or sshd's answers, with nothing before it that may let
+        them through, and a DROP C(policy) of C(INPUT) or C(OUTPUT) that an established connection reaches because
+        the task's chain does not accept established/related traffic first.
+      - It is conservative. A match it cannot decide from the connection (an owner, a cgroup, an interface, a
+        limit) never refuses, nor does a rule in a chain hooked C(position: last). It does nothing where the
+        connection has no network path (C(local), C(paranoid.netconfine.netns)), and it is no replacement for
+        O(rollback_timeout).
+      - V(true) applies such a policy anyway. Combine it with O(rollback_timeout).
+    type: bool
+    default: false
+  management_path:
+    description:
+      - Set by the collection's action plugin for the lockout guard (O(allow_lockout)); not for playbooks.
+      - The controller's view of the connection, C(addresses) (this host, resolved on the controller), C(port),
+        C(sources) (the controller's own address towards each). Empty addresses mean there is no network path.
+    type: dict
 """

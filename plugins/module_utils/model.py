@@ -348,6 +348,8 @@ class Rule:
     out_interface: Optional[str] = None
     out_interface_negate: bool = False
     matches: Tuple[object, ...] = ()
+    # the option that declared it (``rules[2]``), for errors about the rule; not part of what the kernel holds
+    field: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

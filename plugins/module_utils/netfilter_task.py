@@ -19,7 +19,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import (
-    engine, identity, persistence, rollback, shadowing)
+    engine, identity, lockout, persistence, rollback, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend, parse_save
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
@@ -38,6 +38,8 @@ COMMON_ARGS = dict(
     fail_on_shadowing=dict(type="bool", default=False),
     rollback_timeout=dict(type="int", default=0),
     rollback_token=dict(type="str", no_log=False),
+    allow_lockout=dict(type="bool", default=False),
+    management_path=dict(type="dict"),
 )
 
 
@@ -146,6 +148,13 @@ def _committed(module):
     return []
 
 
+def guard_lockout(module, policy):
+    """The static lockout guard (``lockout``): before anything is applied, also in check mode."""
+    if module.params["allow_lockout"] or module.params["state"] != "present":
+        return
+    lockout.check(policy, lockout.management(module.params["management_path"], os.environ))
+
+
 def render_only(policy, backend, states=()):
     """state=rendered: what would be applied on an empty host; no root, no kernel."""
     rendered, scripts = {}, {}
@@ -189,6 +198,7 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
             policy = engine.for_backend(policy, backend.name)
         else:
             chosen = choose_backends(module, run, backends, policy)
+            guard_lockout(module, engine.for_backend(policy, chosen[0].name))
             seams = [make(module, run) for make in states]
             persisted = persist_state(module, [chosen[0]] + [s for s in seams if getattr(s, "persistent", False)])
             committed = _committed(module)

@@ -54,7 +54,7 @@ def build_policy(params):
     if builtin_policy == "drop":
         for family in families:
             rules.append(model.Rule(family, model.Verdict("ACCEPT"),
-                                    matches=(model.Conntrack(("RELATED", "ESTABLISHED")),)))
+                                    matches=(model.Conntrack(("RELATED", "ESTABLISHED")),), field="policy"))
     resolved = {}
     for index, raw in enumerate(params.get("rules") or []):
         if table not in TARGET_TABLES.get(raw.get("jump"), (table,)):
@@ -123,7 +123,7 @@ def build_rules(raw, where, families, resolved):
                     family=family, target=target, protocol=proto,
                     source=s, source_negate=src_neg, destination=d, destination_negate=dst_neg,
                     out_interface=common["out_interface"][0], out_interface_negate=common["out_interface"][1],
-                    matches=icmp + common["matches"]))
+                    matches=icmp + common["matches"], field=where))
     if not out:
         raise NetconfineError(
             "applies to no IP family: its protocol or addresses exclude every family in ip_version %s"

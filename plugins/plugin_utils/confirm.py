@@ -13,6 +13,11 @@ creates the confirm file; the watcher answers with ``.ack``. If that fails,
 the host rolls itself back when the timeout runs out: the plugin waits for
 that, reads the watcher's report over yet another fresh connection where it
 can, and fails the task with ``rolled back: the controller could not reconnect``.
+
+It also tells the module the management path for the static lockout guard
+(``module_utils.lockout``): ``management_path``, the address(es) and port this
+connection reaches the host by, or no addresses where the connection has no
+network path (local, netns, containers).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,6 +25,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import shlex
+import socket
 import time
 import uuid
 
@@ -30,6 +36,43 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils import rollbac
 
 ACK_WAIT = 5.0        # seconds the watcher has to answer a confirmation it received
 GRACE = 3.0           # seconds after the timeout before the report is read
+# connection plugins that reach the host over the network with SSH (the management path the guard protects)
+SSH_TRANSPORTS = ("ssh", "paramiko", "paramiko_ssh", "ansible.builtin.ssh", "ansible.builtin.paramiko_ssh")
+
+
+def _option(connection, name):
+    try:
+        return connection.get_option(name)
+    except Exception:  # a plugin without that option
+        return None
+
+
+def management_path(connection, play_context):
+    """``management_path`` for the module: how this connection reaches the host (no addresses: no network path)."""
+    transport = getattr(connection, "transport", None) or ""
+    if transport not in SSH_TRANSPORTS:
+        return {"connection": transport, "addresses": []}
+    host = _option(connection, "host") or getattr(play_context, "remote_addr", None)
+    port = _option(connection, "port") or _option(connection, "remote_port")
+    addresses, sources = [], []
+    try:
+        infos = socket.getaddrinfo(host, port or 22, 0, socket.SOCK_STREAM)
+    except (socket.error, TypeError, UnicodeError):
+        infos = []
+    for family, _type, _proto, _name, sockaddr in infos:
+        if sockaddr[0] in addresses:
+            continue
+        addresses.append(sockaddr[0])
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+        try:        # the controller's own source address towards the host (no packet is sent)
+            probe.connect(sockaddr)
+            sources.append(probe.getsockname()[0])
+        except socket.error:
+            pass
+        finally:
+            probe.close()
+    return {"connection": transport, "addresses": addresses, "port": int(port) if port else None,
+            "sources": sources}
 
 
 def _wait_script(armed, seconds):
@@ -53,6 +96,7 @@ class ConfirmingAction(ActionBase):
             timeout = 0       # the module names the field
         if timeout > 0 and not self._task.check_mode:
             args["rollback_token"] = uuid.uuid4().hex
+        args["management_path"] = management_path(self._connection, self._play_context)
         module = self._task.resolved_action or self._task.action
         started = time.monotonic()
         try:
