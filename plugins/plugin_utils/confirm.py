@@ -84,6 +84,14 @@ def _wait_script(armed, seconds):
         rolled=shlex.quote(armed["rolled_back"]), n=int(seconds * 10))
 
 
+def _outcome_script(armed, seconds):
+    """Shell: wait for the watcher's end, print ``rolled-back`` and its report, or ``confirmed`` (rc 4: none)."""
+    return ("i=0; while [ $i -lt {n} ]; do "
+            "[ -e {rolled} ] && {{ echo rolled-back; cat {rolled}; exit 0; }}; "
+            "[ -e {ack} ] && {{ echo confirmed; rm -f {ack}; exit 0; }}; sleep 0.1; i=$((i+1)); done; exit 4").format(
+        ack=shlex.quote(armed["ack"]), rolled=shlex.quote(armed["rolled_back"]), n=int(seconds * 10))
+
+
 class ConfirmingAction(ActionBase):
     """Runs the module of the same name; confirms its change over a fresh connection when asked."""
 
@@ -94,9 +102,12 @@ class ConfirmingAction(ActionBase):
             timeout = int(args.get("rollback_timeout") or 0)
         except (TypeError, ValueError):
             timeout = 0       # the module names the field
+        args["management_path"] = management_path(self._connection, self._play_context)
+        ran_over = None
         if timeout > 0 and not self._task.check_mode:
             args["rollback_token"] = uuid.uuid4().hex
-        args["management_path"] = management_path(self._connection, self._play_context)
+            self._keepalive(timeout)
+            ran_over = self._session()
         module = self._task.resolved_action or self._task.action
         started = time.monotonic()
         try:
@@ -107,55 +118,110 @@ class ConfirmingAction(ActionBase):
             # the change cut the session that ran the module (a reset sent to sshd, say): the host is armed
             confirm, ack, rolled = rollback.paths(args["rollback_token"])
             armed = {"token": args["rollback_token"], "timeout": timeout, "confirm": confirm, "ack": ack,
-                     "rolled_back": rolled}
+                     "rolled_back": rolled, "outcome": "unreachable"}
             rolled_back = self._rolled_back(result, armed, started, "the connection broke: %s" % exc)
-            if rolled_back["rollback_report"] is None:
+            if rolled_back.get("rollback_report") is None:
                 raise        # no watcher ever wrote a report: the module did not get to arm one
             return rolled_back
         armed = result.get("rollback")
         if not armed or result.get("failed"):
             return result
-        outcome, detail = self._confirm(armed)
+        outcome, detail = self._confirm(armed, ran_over)
         armed["seconds"] = round(time.monotonic() - started, 1)
         armed["outcome"] = outcome
         if outcome == "confirmed":
             return result
         return self._rolled_back(result, armed, started, detail)
 
+    def _keepalive(self, timeout):
+        """Run the module over an SSH connection that notices a dead peer within about ``timeout`` seconds.
+
+        A lockout can kill sshd's end of the session without a word to the controller (a REJECT with
+        tcp-reset in OUTPUT resets sshd's own socket): an idle ssh client would then wait for the module's
+        answer for hours. With ServerAlive messages it fails (no answer, or the host's reset once it rolled
+        back), and the task goes on to read the host's report. A connection silent for that long would be
+        rolled back anyway. The master of ControlPersist is restarted so that it has the options.
+        """
+        if getattr(self._connection, "transport", None) not in ("ssh", "ansible.builtin.ssh"):
+            return
+        extra = _option(self._connection, "ssh_extra_args") or ""
+        if any("ServerAliveInterval" in (_option(self._connection, name) or "")
+               for name in ("ssh_args", "ssh_common_args", "ssh_extra_args")):
+            return      # the inventory's own setting
+        self._connection.set_option("ssh_extra_args", (extra + " -o ServerAliveInterval=%d -o ServerAliveCountMax=3"
+                                                       % max(1, timeout // 3)).strip())
+        self._fresh()
+
+    def _session(self):
+        """The SSH session's identity (SSH_CONNECTION: addresses and ports), or None where it is not known."""
+        if getattr(self._connection, "transport", None) not in SSH_TRANSPORTS:
+            return None
+        try:
+            res = self._low_level_execute_command('echo "$SSH_CONNECTION"', sudoable=False)
+        except AnsibleConnectionFailure:
+            return None
+        text = (res.get("stdout") or "").strip()
+        return text if res.get("rc") == 0 and len(text.split()) == 4 else None
+
+    def _fresh(self):
+        try:
+            self._connection.reset()
+        except Exception:  # a plugin without reset: close what we can
+            self._connection.close()
+
     def _rolled_back(self, result, armed, started, detail):
-        """Wait until the host restored itself (timeout + grace), read its report, fail the task."""
+        """Wait until the host restored itself (timeout + grace), read its report, fail the task.
+
+        The report is read over a fresh connection, retried while the host does not answer yet; a host whose
+        watcher got the confirmation after all (the answer to it was lost) kept the change: the task then
+        succeeds with a warning instead.
+        """
         time.sleep(max(0.0, armed["timeout"] + GRACE - (time.monotonic() - started)))
-        report = self._read(armed["rolled_back"])
+        state, report = self._read(armed)
+        if state == "confirmed":
+            armed["outcome"] = "confirmed"
+            result.setdefault("warnings", []).append(
+                "the host received the confirmation and kept the change, but its answer was lost (%s)" % detail)
+            return result
         result.update(failed=True, changed=False, rolled_back=True, rollback_report=report, rollback=armed,
                       msg="rolled back: the controller could not reconnect within %ds after the change (%s); "
                           "the host put back what it held before the run" % (armed["timeout"], detail))
         return result
 
-    def _confirm(self, armed):
+    def _confirm(self, armed, ran_over=None):
+        """Confirm over a fresh connection: (outcome, detail); ``confirmed`` only when the watcher acked."""
+        self._fresh()
         try:
-            self._connection.reset()
-        except Exception:  # a plugin without reset: close what we can
-            self._connection.close()
-        try:
+            now = self._session() if ran_over else None
+            if now is not None and now == ran_over:
+                # reset() did not end the session the module ran over: confirming there would prove nothing
+                return "stale", "the connection after the change was the one before it (%s)" % now
             res = self._low_level_execute_command(_wait_script(armed, ACK_WAIT), sudoable=True)
         except AnsibleConnectionFailure as exc:
             return "unreachable", "%s" % exc
-        if res["rc"] == 0:
+        if res["rc"] == 0 and "confirmed" in (res.get("stdout") or ""):
             return "confirmed", ""
         if res["rc"] == 3:
             return "rolled-back", "the timeout ran out first"
         return "failed", (res.get("stderr") or res.get("stdout") or "rc %s" % res["rc"]).strip()
 
-    def _read(self, path):
-        """The watcher's report over a fresh connection; None where there is none."""
-        try:
-            self._connection.reset()
-        except Exception:
-            self._connection.close()
-        try:
-            res = self._low_level_execute_command("cat %s" % shlex.quote(path), sudoable=True)
-        except AnsibleConnectionFailure as exc:
-            return "host still unreachable after the timeout: %s" % exc
-        if res["rc"] != 0:
-            return None       # no report: nothing was armed
-        return (res.get("stdout") or "").strip()
+    def _read(self, armed, attempts=3):
+        """(state, report) of the watcher over a fresh connection: rolled-back / confirmed / None (no watcher)."""
+        failure = None
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(GRACE)
+            self._fresh()
+            try:
+                res = self._low_level_execute_command(_outcome_script(armed, GRACE * 2), sudoable=True)
+            except AnsibleConnectionFailure as exc:
+                failure = exc
+                continue
+            if res["rc"] != 0:
+                return None, None          # no report: nothing was armed
+            lines = (res.get("stdout") or "").strip().splitlines()
+            state = lines[0].strip() if lines else ""
+            if state in ("rolled-back", "confirmed"):
+                return state, "\n".join(lines[1:]).strip() or None
+            return None, None
+        return "rolled-back", "host still unreachable after the timeout: %s" % failure
