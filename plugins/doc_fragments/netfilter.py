@@ -89,7 +89,7 @@ options:
         collection's action plugin then closes the connection (a persistent SSH master too, so pipelining or
         C(ControlPersist) cannot fake it), opens a fresh one and confirms. Without that confirmation within
         O(rollback_timeout) seconds the host puts back exactly what it held before the run (rules, persisted
-        files, sysctls) by itself, and the task fails with "rolled back, the controller could not reconnect".
+        files, sysctls) by itself, and the task fails with "rolled back: the controller could not reconnect".
       - Check mode and runs that change nothing arm nothing.
     type: int
     default: 0
