@@ -89,7 +89,7 @@ options:
         collection's action plugin then closes the connection (a persistent SSH master too, so pipelining or
         C(ControlPersist) cannot fake it), opens a fresh one and confirms. Without that confirmation within
         O(rollback_timeout) seconds the host puts back exactly what it held before the run (rules, persisted
-        files, sysctls) by itself, and the task fails with "rolled back: the controller could not reconnect".
+        files, sysctls) by itself, and the task fails with "rolled back, the controller could not reconnect".
       - Check mode and runs that change nothing arm nothing.
     type: int
     default: 0
@@ -105,9 +105,9 @@ options:
         them through, and a DROP C(policy) of C(INPUT) or C(OUTPUT) that an established connection reaches because
         the task's chain does not accept established/related traffic first.
       - It is conservative. A match it cannot decide from the connection (an owner, a cgroup, an interface, a
-        limit) never refuses, nor does a rule in a chain hooked C(position: last). It does nothing where the
-        connection has no network path (C(local), C(paranoid.netconfine.netns)), and it is no replacement for
-        O(rollback_timeout).
+        limit) never refuses, nor does a rule in a chain hooked after foreign rules (C(position=last)). It does
+        nothing where the connection has no network path (C(local), C(paranoid.netconfine.netns)), and it is no
+        replacement for O(rollback_timeout).
       - V(true) applies such a policy anyway. Combine it with O(rollback_timeout).
     type: bool
     default: false

@@ -245,8 +245,8 @@ def test_the_connection_that_ran_the_module_cannot_confirm(ssh_host, backend):
                             "rules": rules}, "ignore_errors": True}]}])
     result = ansible_playbook(play, {"managed": host}, netns=client, timeout=240)
     (res,) = [r for r in result.results.get("managed", []) if r.action == OWNER_RULE]
-    print("MEASURED cannot-confirm %s outcome=%s msg=%s" % (backend, res.result.get("rollback", {}).get("outcome"),
-                                                           res.result.get("msg")))
+    outcome = res.result.get("rollback", {}).get("outcome")
+    print("MEASURED cannot-confirm %s outcome=%s msg=%s" % (backend, outcome, res.result.get("msg")))
     assert not res.result.get("field"), result.output          # the guard cannot know: not refused
     assert res.failed, result.output
     # the module's answer came back over the master it ran on; the fresh connection for the confirmation did not
