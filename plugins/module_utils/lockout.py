@@ -53,7 +53,7 @@ Packet = namedtuple("Packet", "family state src src_ports dst dst_ports")
 
 def _address(text):
     try:
-        addr = ipaddress.ip_address(str(text).split("%")[0])
+        addr = ipaddress.ip_address(str(text).partition("%")[0])
     except ValueError:
         return None
     mapped = getattr(addr, "ipv4_mapped", None)

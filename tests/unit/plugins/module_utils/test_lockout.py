@@ -21,8 +21,8 @@ SSH6 = {"SSH_CONNECTION": "fd00:9::1 51000 fd00:9::10 22"}
 PLUGIN4 = {"connection": "ssh", "addresses": ["192.0.2.10"], "port": None, "sources": ["192.0.2.1"]}
 
 
-def paths(given=None, environ=SSH4):
-    return lockout.management(given, environ)
+def paths(given=None, environ=None):
+    return lockout.management(given, SSH4 if environ is None else environ)
 
 
 def owner(rules, **top):
