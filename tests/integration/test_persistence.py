@@ -131,3 +131,47 @@ def test_a_persisted_file_edited_by_hand_is_drift(netns_host, persist_dir):
     path.write_text("*filter\nCOMMIT\n")
     repaired = converge(ns, persist_dir, "iptables")
     assert repaired.changed and "--uid-owner 0" in path.read_text()
+
+
+
+def _output_jumps(ns):
+    return [line for line in iptables_save(ns, 4).splitlines() if line.startswith("-A OUTPUT ")]
+
+
+@pytest.mark.parametrize("other", ["inserts", "appends"])
+def test_a_tool_starting_after_the_boot_restore(netns_host, persist_dir, other):
+    """Issue 21's ordering hazard: netconfine-restore puts our jump (position: first) back before Docker
+    and the like start; such a tool then adds its own jump to the same built-in chain. One that inserts
+    it first (as dockerd does with ``-I FORWARD -j DOCKER-USER``; owner_rule lives in OUTPUT, so the
+    test's tool uses OUTPUT) puts it above ours: the next converge reports that as drift (ours really
+    moved) and puts ours first again, the other jump kept. One that appends leaves ours first: the next
+    converge changes nothing."""
+    ns = netns_host
+    task = {"name": "first", "backend": "iptables", "position": "first", "ip_version": "ipv4",
+            "persist_dir": str(persist_dir), "rules": [GUARD]}
+    play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [{OWNER_RULE: task}]}])
+
+    def converge_first():
+        result = ansible_playbook(play, [ns])
+        (res,) = [r for r in result.results[ns] if r.action == OWNER_RULE]
+        assert not res.failed, result.output
+        return res
+
+    assert converge_first().changed
+    ours = _output_jumps(ns)
+    assert len(ours) == 1 and "NC-" in ours[0], ours
+
+    reboot(ns)
+    restore = subprocess.run(["sh", str(persist_dir / "netconfine-restore"), ns], capture_output=True, text=True,
+                             check=False)
+    assert restore.returncode == 0, restore.stderr
+    assert _output_jumps(ns) == ours
+    run("iptables", "-N", "TOOL-USER", ns=ns)                     # the other tool starts after the restore
+    run("iptables", "-I" if other == "inserts" else "-A", "OUTPUT", "-j", "TOOL-USER", ns=ns)
+    tool = "-A OUTPUT -j TOOL-USER"
+    assert _output_jumps(ns) == ([tool] + ours if other == "inserts" else ours + [tool])
+
+    again = converge_first()
+    assert again.changed is (other == "inserts"), again.result.get("diff")
+    assert _output_jumps(ns) == ours + [tool]                     # ours first, the other tool's kept
+    assert not converge_first().changed
