@@ -44,8 +44,15 @@ COMMON_ARGS = dict(
 
 
 def _runner(module):
+    """``run(argv, data=None) -> (rc, out, err)``. A command that dies before it has read its input makes
+    writing ``data`` fail (EPIPE): that is an rc of -1 with the reason, so the engine fails the task
+    and puts back what it changed, instead of AnsibleModule.run_command ending the module on the spot
+    ("Error executing command.") with an earlier family or seam already applied."""
     def run(argv, data=None):
-        return module.run_command(argv, data=data, binary_data=True, check_rc=False)
+        try:
+            return module.run_command(argv, data=data, binary_data=True, check_rc=False, handle_exceptions=False)
+        except OSError as exc:
+            return -1, "", "%s ended before it read all its input, or could not be run: %s" % (argv[0], exc)
     return run
 
 

@@ -56,14 +56,20 @@ def session_id() -> str:
     global _session
     if _session is None:
         SESSION_DIR.mkdir(parents=True, exist_ok=True)
+        # the lock file appears under its name already locked (made aside, locked, then linked): another
+        # session's sweep never sees it unlocked, which would make this session look dead to it
         while True:
             sid = secrets.token_hex(2)
-            lock = open(SESSION_DIR / sid, "a+")  # noqa: SIM115 - held for the life of the process
+            aside = SESSION_DIR / (".new-%s-%d" % (sid, os.getpid()))
+            lock = open(aside, "a+")  # noqa: SIM115 - held for the life of the process
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                os.link(aside, SESSION_DIR / sid)
+            except OSError:          # the id is taken (or a sweep removed the file aside): another id
                 lock.close()
                 continue
+            finally:
+                aside.unlink(missing_ok=True)
             _session = (sid, lock)
             break
     return _session[0]
@@ -125,7 +131,8 @@ def sweep(own: bool = False) -> list[str]:
             account("groupdel", group, check=False)
             removed.append(f"group {group}")
     for sid in os.listdir(SESSION_DIR) if SESSION_DIR.is_dir() else []:
-        _session_alive(sid)  # removes the lock files of dead sessions
+        if not sid.startswith(".new-"):
+            _session_alive(sid)  # removes the lock files of dead sessions
     return removed
 
 

@@ -85,6 +85,10 @@ def _delete_jump(ctx, table="mangle", chain="POSTROUTING", family=4):
     return '%s -w -t %s -D %s -m comment --comment "%s" -j %s' % (tool, table, chain, ctx.tag, ctx.chain)
 
 
+# killed before it reads: the module sees rc -9, or, when the process was gone before the module wrote its
+# input, the failed write (EPIPE): either way the task fails naming it and the previous state stays
+KILLED_BEFORE_READING = r"rejected the change[^(]*\(rc=(-9\)|-1\): \S+ ended before it read all its input)"
+
 FAULTS = [
     # --- a restore fails
     Fault("second-family-restore-fails", IPT, lambda c: [Wrap("ip6tables-restore", FAIL)],
@@ -98,7 +102,7 @@ FAULTS = [
           r"rejected the change", scenario="owner_rule-tunnel_guard", target={"position": "last"}),
     # --- the restore process is killed
     Fault("restore-killed-before-reading-v4", IPT, lambda c: [Wrap("iptables-restore", KILL_BEFORE)],
-          r"rejected the change \(rc=-9\)"),
+          KILLED_BEFORE_READING),
     Fault("restore-killed-after-commit-v4", IPT, lambda c: [Wrap("iptables-restore", KILL_AFTER)],
           r"rejected the change \(rc=-9\)"),
     Fault("restore-killed-after-commit-v6", IPT, lambda c: [Wrap("ip6tables-restore", KILL_AFTER)],
@@ -159,7 +163,7 @@ FAULTS = [
           r"rejected the change", restored=False),
     # --- nftables: one transaction per run
     Fault("nft-apply-fails", NFT, lambda c: [Wrap("nft", FAIL, when="-f")], r"netconfine-fault"),
-    Fault("nft-killed-before-reading", NFT, lambda c: [Wrap("nft", KILL_BEFORE, when="-f")], r"rc=-9"),
+    Fault("nft-killed-before-reading", NFT, lambda c: [Wrap("nft", KILL_BEFORE, when="-f")], KILLED_BEFORE_READING),
     Fault("nft-killed-after-commit", NFT, lambda c: [Wrap("nft", KILL_AFTER, when="-f")], r"rc=-9"),
     Fault("nft-killed-midway-through-its-input", NFT, lambda c: [Wrap("nft", KILL_MIDWAY, when="-f")], r"rc=-9"),
     Fault("nft-drops-comments", NFT,
