@@ -133,7 +133,6 @@ def test_a_persisted_file_edited_by_hand_is_drift(netns_host, persist_dir):
     assert repaired.changed and "--uid-owner 0" in path.read_text()
 
 
-
 def _output_jumps(ns):
     return [line for line in iptables_save(ns, 4).splitlines() if line.startswith("-A OUTPUT ")]
 
