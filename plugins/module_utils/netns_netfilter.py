@@ -33,7 +33,8 @@ import re
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render, nft_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
-from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import reachable
+from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import _TAG_OF, reachable
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import TAG_PREFIX, _tag, _targets
 
 NETNS_DIR = "/run/netns"
 
@@ -86,7 +87,6 @@ class InsideNetns:
         return snapshot(read, current) if snapshot else None
 
 
-_IPT_TAG = re.compile(r'--comment "?netconfine:([^" ]+)"? ')
 _IPT_JUMP = re.compile(r" -[jg] (\S+)$")
 
 
@@ -98,7 +98,7 @@ def iptables_forwards(tables, family):
     if table is None:
         return out
     for line in table.chain_rules("PREROUTING"):
-        tag, jump = _IPT_TAG.search(line), _IPT_JUMP.search(line)
+        tag, jump = _TAG_OF.search(line), _IPT_JUMP.search(line)
         if not tag or not jump:
             continue
         for chain in sorted(reachable(table, [jump.group(1)])):
@@ -120,18 +120,17 @@ def nft_forwards(tables, table_name=nft_render.TABLE):
             continue
         for text in base.rules:
             rule = json.loads(text)
-            tag = rule.get("comment") or ""
-            if not tag.startswith("netconfine:"):
+            tag = _tag(rule)
+            if tag is None:
                 continue
-            targets = [e[k]["target"] for e in rule.get("expr", ()) for k in ("jump", "goto")
-                       if isinstance(e, dict) and k in e]
+            targets = _targets(rule)
             for chain in table.chains:
                 if chain.definition is None and any(chain.name == t or chain.name.startswith(t + ".")
                                                     for t in targets):
                     for body in chain.rules:
                         found = nat_render.nft_forward(json.loads(body))
                         if found:
-                            out.setdefault(tag[len("netconfine:"):], []).append(found)
+                            out.setdefault(tag[len(TAG_PREFIX):], []).append(found)
     return out
 
 
