@@ -75,21 +75,25 @@ def management_path(connection, play_context):
             "sources": sources}
 
 
-def _wait_script(armed, seconds):
-    """Shell: create the confirm file, then wait for the watcher's ack (rc 0) or rollback report (rc 3)."""
-    return ("touch {confirm} && i=0; while [ $i -lt {n} ]; do "
-            "[ -e {ack} ] && {{ echo confirmed; rm -f {ack}; exit 0; }}; "
-            "[ -e {rolled} ] && {{ cat {rolled}; exit 3; }}; sleep 0.1; i=$((i+1)); done; exit 4").format(
+def _poll_script(armed, seconds, checks, before=""):
+    """Shell: ``before``, then every 0.1 s for ``seconds`` each of ``checks`` in turn; exit 4 when none ended it."""
+    return ("%si=0; while [ $i -lt {n} ]; do %ssleep 0.1; i=$((i+1)); done; exit 4" % (before, "".join(checks))).format(
         confirm=shlex.quote(armed["confirm"]), ack=shlex.quote(armed["ack"]),
         rolled=shlex.quote(armed["rolled_back"]), n=int(seconds * 10))
 
 
+_ACKED = "[ -e {ack} ] && {{ echo confirmed; rm -f {ack}; exit 0; }}; "
+
+
+def _wait_script(armed, seconds):
+    """Shell: create the confirm file, then wait for the watcher's ack (rc 0) or rollback report (rc 3)."""
+    return _poll_script(armed, seconds, (_ACKED, "[ -e {rolled} ] && {{ cat {rolled}; exit 3; }}; "),
+                        before="touch {confirm} && ")
+
+
 def _outcome_script(armed, seconds):
     """Shell: wait for the watcher's end, print ``rolled-back`` and its report, or ``confirmed`` (rc 4: none)."""
-    return ("i=0; while [ $i -lt {n} ]; do "
-            "[ -e {rolled} ] && {{ echo rolled-back; cat {rolled}; exit 0; }}; "
-            "[ -e {ack} ] && {{ echo confirmed; rm -f {ack}; exit 0; }}; sleep 0.1; i=$((i+1)); done; exit 4").format(
-        ack=shlex.quote(armed["ack"]), rolled=shlex.quote(armed["rolled_back"]), n=int(seconds * 10))
+    return _poll_script(armed, seconds, ("[ -e {rolled} ] && {{ echo rolled-back; cat {rolled}; exit 0; }}; ", _ACKED))
 
 
 class ConfirmingAction(ActionBase):
