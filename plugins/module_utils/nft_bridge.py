@@ -85,12 +85,12 @@ def _to(ports, kind):
                                                          for p in ports]}}}
 
 
-def _unless(left, pairs, ports, kind, otherwise):
+def _unless(left, pairs, ports, kind):
     """A frame of ``ports`` whose ``iifname . left`` is none of ``pairs`` goes to its ``kind`` chain."""
     if not ports:
         return []
     if not pairs:
-        return [_rule(list(otherwise) + [_to(ports, kind)])]
+        return [_rule([_to(ports, kind)])]
     return [_rule([match({"concat": [_iifname(), left]}, _elements(pairs), "!="), _to(ports, kind)])]
 
 
@@ -114,11 +114,12 @@ def render_rules(guard):
         rules.append(_rule([{"mangle": {"key": meta("mark"), "value": {"map": {
             "key": _iifname(), "data": {"set": [[p.port, p.mark << 8] for p in marked]}}}}}]))
     with_mac = [p for p in ports if p.mac]
-    rules += _unless(payload("ether", "saddr"), [(p.port, p.mac) for p in with_mac], with_mac, "l2_chain", ())
-    arp = _unless(payload("arp", "saddr ether"), [(p.port, p.mac) for p in with_mac], with_mac, "l2_chain", ())
+    macs = [(p.port, p.mac) for p in with_mac]
+    rules += _unless(payload("ether", "saddr"), macs, with_mac, "l2_chain")
+    arp = _unless(payload("arp", "saddr ether"), macs, with_mac, "l2_chain")
     pairs = [(p.port, _addr(n)) for p in with_mac for n in p.addresses if n.version == 4]
     arp += _unless(payload("arp", "saddr ip"), pairs + [(p.port, "0.0.0.0") for p in with_mac], with_mac,
-                   "l2_chain", ())
+                   "l2_chain")
     dhcp = [p for p in ports if "dhcp" in p.rogue]
     ra = [p for p in ports if "ra" in p.rogue]
     ip4, ip6 = [], []
@@ -126,7 +127,7 @@ def render_rules(guard):
         if dhcp:
             ip4.append(_rule([match(payload("udp", "sport"), 67), _to(dhcp, "rogue_chain")]))
         ip4 += _unless(payload("ip", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
-                                                if n.version == 4], ports, "spoof_chain", ())
+                                                if n.version == 4], ports, "spoof_chain")
     if 6 in guard.families:
         if dhcp:
             ip6.append(_rule([match(payload("udp", "sport"), 547), _to(dhcp, "rogue_chain")]))
@@ -136,7 +137,7 @@ def render_rules(guard):
         ip6.append(_rule([match(payload("ip6", "saddr"), "::"),
                           match(payload("icmpv6", "type"), {"set": UNSPECIFIED_TYPES}), {"return": None}]))
         ip6 += _unless(payload("ip6", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
-                                                 if n.version == 6], ports, "spoof6_chain", ())
+                                                 if n.version == 6], ports, "spoof6_chain")
     # one ether type dispatch, so a frame is checked only by the rules of its own protocol
     by_type = [(ether, "%s.%s" % (guard.chain, ether), checks)
                for ether, checks in (("arp", arp), ("ip", ip4), ("ip6", ip6)) if checks]
