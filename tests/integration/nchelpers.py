@@ -521,3 +521,11 @@ def nft_tables(ns: str) -> set[str]:
     """The nf_tables tables in namespace ``ns``, as "family name" (iptables-nft's and ebtables-nft's too)."""
     listed = json.loads(run("nft", "-j", "list", "tables", ns=ns).stdout)["nftables"]
     return {"%s %s" % (i["table"]["family"], i["table"]["name"]) for i in listed if "table" in i}
+
+
+def boot_restore(persist_dir, ns: str) -> None:
+    """Run what netconfine-restore.service runs at boot (the script the modules wrote under ``persist_dir``)
+    for namespace ``ns``; it must succeed."""
+    restore = subprocess.run(["sh", str(Path(persist_dir) / "netconfine-restore"), ns], capture_output=True,
+                             text=True, check=False)
+    assert restore.returncode == 0, restore.stderr

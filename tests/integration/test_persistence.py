@@ -14,13 +14,12 @@ The restore unit's ordering at a real boot under systemd is proven in the system
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nchelpers import ansible_playbook, connect_as, iptables_save, run
+from nchelpers import ansible_playbook, boot_restore, connect_as, iptables_save, run
 
 OWNER_RULE = "paranoid.netconfine.owner_rule"
 PORT = 992
@@ -28,9 +27,9 @@ GUARD = {"protocol": "tcp", "destination": "localhost", "destination_port": str(
          "jump": "REJECT"}
 
 
-def converge(ns, persist_dir, backend, *, name="guard", state="present", check=False, persist=True):
-    task = {"name": name, "backend": backend, "state": state, "persist": persist, "persist_dir": str(persist_dir),
-            "rules": [GUARD] if state == "present" else []}
+def converge(ns, persist_dir, backend, *, name="guard", state="present", check=False, persist=True, **options):
+    task = dict({"name": name, "backend": backend, "state": state, "persist": persist, "persist_dir": str(persist_dir),
+                 "rules": [GUARD] if state == "present" else []}, **options)
     play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [{OWNER_RULE: task}]}])
     result = ansible_playbook(play, [ns], check=check)
     (res,) = [r for r in result.results[ns] if r.action == OWNER_RULE]
@@ -80,9 +79,7 @@ def test_policy_comes_back_after_reboot(netns_host, listener, make_user, persist
     reboot(ns)
     assert "netconfine" not in kernel_text(ns, backend)
     foreign_rule(ns)
-    restore = subprocess.run(["sh", str(persist_dir / "netconfine-restore"), ns], capture_output=True, text=True,
-                             check=False)
-    assert restore.returncode == 0, restore.stderr
+    boot_restore(persist_dir, ns)
 
     assert "-A OUTPUT -p udp -m udp --dport 5353 -j DROP" in iptables_save(ns, 4)   # foreign rule intact
     listener(ns, PORT)
@@ -146,24 +143,16 @@ def test_a_tool_starting_after_the_boot_restore(netns_host, persist_dir, other):
     moved) and puts ours first again, the other jump kept. One that appends leaves ours first: the next
     converge changes nothing."""
     ns = netns_host
-    task = {"name": "first", "backend": "iptables", "position": "first", "ip_version": "ipv4",
-            "persist_dir": str(persist_dir), "rules": [GUARD]}
-    play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [{OWNER_RULE: task}]}])
 
     def converge_first():
-        result = ansible_playbook(play, [ns])
-        (res,) = [r for r in result.results[ns] if r.action == OWNER_RULE]
-        assert not res.failed, result.output
-        return res
+        return converge(ns, persist_dir, "iptables", name="first", position="first", ip_version="ipv4")
 
     assert converge_first().changed
     ours = _output_jumps(ns)
     assert len(ours) == 1 and "NC-" in ours[0], ours
 
     reboot(ns)
-    restore = subprocess.run(["sh", str(persist_dir / "netconfine-restore"), ns], capture_output=True, text=True,
-                             check=False)
-    assert restore.returncode == 0, restore.stderr
+    boot_restore(persist_dir, ns)
     assert _output_jumps(ns) == ours
     run("iptables", "-N", "TOOL-USER", ns=ns)                     # the other tool starts after the restore
     run("iptables", "-I" if other == "inserts" else "-A", "OUTPUT", "-j", "TOOL-USER", ns=ns)

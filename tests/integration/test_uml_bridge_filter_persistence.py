@@ -13,13 +13,12 @@ host's network setup makes br0 and the guests' veths again.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 import bridgehost
 from bridgehost import Kernel, reach, serve
-from nchelpers import run
+from nchelpers import boot_restore, run
 from test_uml_bridge_filter import MACS, SPOOF4, bridge_filter, bridge_sysctl, seed_args, set_bridge_sysctl
 
 
@@ -68,9 +67,7 @@ def test_bridge_policy_sysctls_and_module_come_back_after_reboot(lab, cleanup, t
     set_bridge_sysctl(lab.host, 4, "0")
     run("iptables", "-A", "FORWARD", "-s", "192.0.2.7", "-j", "DROP", ns=lab.host)
     assert kernel.anything_ours(lab.host) == []
-    restore = subprocess.run(["sh", str(persist_dir / "netconfine-restore"), lab.host], capture_output=True,
-                             text=True, check=False)
-    assert restore.returncode == 0, restore.stderr
+    boot_restore(persist_dir, lab.host)
     assert bridge_sysctl(lab.host, 4) == "1" and bridge_sysctl(lab.host, 6) == "1"
     assert policy_lines(kernel, lab.host) == applied
     assert "-A FORWARD -s 192.0.2.7/32 -j DROP" in run("iptables-save", ns=lab.host).stdout
