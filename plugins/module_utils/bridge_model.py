@@ -22,6 +22,10 @@ The filter-table form (iptables; per IP family), all chains owned by the task:
     DHCP/DHCPv6 servers and router advertisements/redirects unless allowed.
 ``from-G``, ``to-G``, ``hostin-G``, ``hostout-G``: established/related first, IPv6 neighbour
     discovery, the declared services, a final log and drop (the seed's Listing 2 as data).
+
+Beside them, in ebtables (``ebtables_state``), ``l2-G`` for every guest: what is not IPv4, IPv6 or ARP
+(802.1Q/802.1ad-tagged frames, which br_netfilter shows to no physdev rule) is logged and dropped; with
+a MAC, MAC and ARP spoofing too.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -375,13 +379,14 @@ def _chains(name, bridge, guests, families, log_prefix, limit, marks=None):
 
 
 def _ether_filter(name, guests, log_prefix, limit):
-    """L2 anti-spoofing (ebtables) for the guests with a MAC: frame source MAC, ARP sender MAC and IP."""
+    """L2 anti-spoofing (ebtables) for every guest: only IPv4, IPv6 and ARP, untagged (VLAN-tagged frames pass
+    no physdev rule); with a MAC also the frame's source MAC, ARP sender MAC and IP."""
     guards = tuple(model.EtherGuard(
         chain=fields.chain_name(name, "l2 %s" % g.name), drop_chain=fields.chain_name(name, "l2drop %s" % g.name),
         port=g.port, mac=g.mac,
         arp_sources=tuple(n for n in g.addresses if n.version == 4),
-        log_prefix="%sl2 %s: " % (log_prefix, g.name), limit=limit, field="guests[%d].mac" % g.index)
-        for g in guests if g.mac)
+        log_prefix="%sl2 %s: " % (log_prefix, g.name), limit=limit, field="backend")
+        for g in guests)
     return model.EtherFilter(fields.chain_name(name, "l2"), guards)
 
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: paranoid.netconfine contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""L2 (MAC and ARP) anti-spoofing of bridge ports through ebtables, behind the engine's seam.
+"""L2 anti-spoofing of bridge ports through ebtables (ether types, MAC and ARP), behind the engine's seam.
 
 Private to the paranoid.netconfine collection. A *state* for ``engine.converge(...,
 states=[EbtablesState(...)])`` that renders the policy's ``model.EtherFilter`` resource as
@@ -28,6 +28,7 @@ UNIT = "bridge"
 TABLE = "filter"
 HOOKS = ("FORWARD", "INPUT")
 LOG_LEVEL = "notice"
+ALLOWED = ("IPv4", "IPv6")          # and ARP, checked further with a MAC: what a guest may send at all
 
 
 def ether_filter(policy):
@@ -43,17 +44,25 @@ def _limit(limit):
 def render_guard(guard):
     """One port's chains as ebtables-save prints them: (guard chain, lines), (its log-and-drop chain, lines).
 
-    The log-then-drop pair sits in a chain of its own: ebtables-save (1.8.9, nf_tables) misprints a rule
-    that has both an ARP match and the log watcher (or a limit), so no rule here combines them.
+    A guest may send IPv4, IPv6 and ARP, untagged: anything else (802.1Q/802.1ad-tagged frames, which
+    br_netfilter shows to no physdev rule unless bridge-nf-filter-vlan-tagged is set; PPPoE, LLC, ...) is
+    logged and dropped. The log-then-drop pair sits in a chain of its own: ebtables-save (1.8.9, nf_tables)
+    misprints a rule that has both an ARP match and the log watcher (or a limit), so no rule here combines them.
     """
     chain, drop = guard.chain, guard.drop_chain
-    lines = ["-A %s -s ! %s -j %s" % (chain, guard.mac, drop),
-             "-A %s -p ARP --arp-mac-src ! %s -j %s" % (chain, guard.mac, drop)]
-    for net in guard.arp_sources:
-        lines.append("-A %s -p ARP --arp-ip-src %s -j RETURN" % (
-            chain, net.network_address if net.prefixlen == 32 else net))
-    lines.append("-A %s -p ARP --arp-ip-src 0.0.0.0 -j RETURN" % chain)
-    lines.append("-A %s -p ARP -j %s" % (chain, drop))
+    lines = []
+    if guard.mac:
+        lines.append("-A %s -s ! %s -j %s" % (chain, guard.mac, drop))
+    lines += ["-A %s -p %s -j RETURN" % (chain, proto) for proto in ALLOWED]
+    if guard.mac:
+        lines.append("-A %s -p ARP --arp-mac-src ! %s -j %s" % (chain, guard.mac, drop))
+        for net in guard.arp_sources:
+            lines.append("-A %s -p ARP --arp-ip-src %s -j RETURN" % (
+                chain, net.network_address if net.prefixlen == 32 else net))
+        lines.append("-A %s -p ARP --arp-ip-src 0.0.0.0 -j RETURN" % chain)
+    else:
+        lines.append("-A %s -p ARP -j RETURN" % chain)
+    lines.append("-A %s -j %s" % (chain, drop))
     log = "--log-level %s --log-prefix %s --log-ip --log-arp" % (LOG_LEVEL, quote(guard.log_prefix))
     drops = ("-A %s %s %s -j CONTINUE" % (drop, _limit(guard.limit), log), "-A %s -j DROP" % drop)
     return (chain, tuple(lines)), (drop, drops)
@@ -93,8 +102,11 @@ class EbtablesState(IptablesBackend):
             return ()
         if not self.bins[UNIT]:
             if policy.present and ether.guards:
-                raise NetconfineError("L2 anti-spoofing needs ebtables-save and ebtables-restore (Debian package "
-                                      "ebtables); install it or remove the MAC", ether.guards[0].field)
+                raise NetconfineError("the iptables form needs ebtables-save and ebtables-restore (Debian package "
+                                      "ebtables) to drop what a guest may not send (VLAN-tagged frames and every "
+                                      "ether type but IPv4, IPv6 and ARP pass no physdev rule) and, with a mac, "
+                                      "for L2 anti-spoofing; install it or use backend nftables",
+                                      ether.guards[0].field)
             return ()
         return (UNIT,)
 

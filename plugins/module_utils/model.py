@@ -271,14 +271,16 @@ class InsideNetns:
 class EtherGuard:
     """L2 anti-spoofing of one bridge port (ebtables chain ``chain``).
 
-    Frames entering the bridge from ``port`` must carry source MAC ``mac``; ARP from it must
-    name ``mac`` as sender hardware address and one of ``arp_sources`` (IPv4 networks) or
-    0.0.0.0 (an RFC 5227 probe) as sender IP. Everything else goes to ``drop_chain``: logged
-    (``log_prefix``, rate ``limit``) and dropped. ``field`` names the option in errors (``guests[1].mac``).
+    Frames entering the bridge from ``port`` must be IPv4, IPv6 or ARP (untagged: a VLAN-tagged
+    frame, 802.1Q or 802.1ad, or any other ether type would pass no L3 check). With ``mac``, they
+    must carry source MAC ``mac``, and ARP from it must name ``mac`` as sender hardware address and
+    one of ``arp_sources`` (IPv4 networks) or 0.0.0.0 (an RFC 5227 probe) as sender IP. Everything
+    else goes to ``drop_chain``: logged (``log_prefix``, rate ``limit``) and dropped. ``field`` names
+    the option in errors.
     """
     chain: str
     port: str
-    mac: str
+    mac: Optional[str]
     arp_sources: Tuple[object, ...]
     log_prefix: str
     limit: Limit
@@ -293,7 +295,8 @@ class BridgePort:
     ``addresses``: the networks the guest may use as source (both families); ``mac`` or None;
     ``mark``: the packet-mark value frames from the port get (0: no service policy, no mark);
     ``spoof_chain``/``spoof6_chain``/``rogue_chain``/``l2_chain``: its log-and-drop chains (log prefixes
-    ``spoof_prefix``, ...); ``rogue``: what it may not send (``dhcp``, ``ra``).
+    ``spoof_prefix``, ...; ``l2_chain`` also takes every frame of an ether type a guest may not send);
+    ``rogue``: what it may not send (``dhcp``, ``ra``).
     """
     name: str
     port: str

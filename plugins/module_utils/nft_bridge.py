@@ -18,7 +18,8 @@ keyed by ``iifname``)::
 
     meta mark set iifname map { "uml-conn0" : 0x00000100, ... }      # guests with a service policy
     iifname . ether saddr != { "uml-conn0" . 52:54:00:00:00:21, ... } iifname vmap { ... : goto ...l2-dns }
-    ether type vmap { arp : jump <chain>.arp, ip : jump <chain>.ip, ip6 : jump <chain>.ip6 }
+    ether type vmap { arp : goto <chain>.arp, ip : goto <chain>.ip, ip6 : goto <chain>.ip6 }
+    ether type != { arp, ip, ip6 } iifname vmap { "uml-conn0" : goto ...l2-dns, ... }
 
 so a frame meets only the checks of its own protocol (an IPv4 frame: the dispatch, then two rules):
 
@@ -32,9 +33,13 @@ so a frame meets only the checks of its own protocol (an IPv4 frame: the dispatc
                   ip6 saddr :: icmpv6 type { nd-router-solicit, nd-neighbor-solicit, mld2-listener-report } return
                   iifname . ip6 saddr != { ... } iifname vmap { ... : goto ...spoof6-dns }
 
-A VLAN-tagged frame (ether type 8021q) meets none of them (nor, on the iptables backend, the
-physdev rules: br_netfilter passes tagged frames to iptables only with bridge-nf-filter-vlan-tagged):
-a known gap, the guests' ports are expected to be untagged.
+A guest may send IPv4, IPv6 and ARP, untagged, and nothing else (as libvirt's clean-traffic with
+no-other-l2-traffic): a frame of any other ether type from a guest's port, which no check above could
+read, goes to the guest's l2 chain. That includes VLAN-tagged frames (8021q, 8021ad: the kernel's
+payload expression shows the tag's type also when the tag is kept out of the frame, in the skb's
+metadata), which would otherwise carry any source address past the L3 checks here and, on the iptables
+backend, past the physdev rules (br_netfilter passes them to iptables only with
+bridge-nf-filter-vlan-tagged). Frames from other ports (the uplink) are not checked.
 
 Each ``goto`` chain logs (rate-limited, prefix naming the guest) and then drops, both counted.
 
@@ -63,6 +68,7 @@ FAMILY, NAME = "bridge", "netconfine"
 UNSPECIFIED_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "mld2-listener-report"]
 ROUTER_TYPES = ["nd-router-advert", "nd-redirect"]
 LINK_LOCAL = {"prefix": {"addr": "fe80::", "len": 64}}
+ETHER_TYPES = ("arp", "ip", "ip6")       # what a guest may send at all (untagged); everything else: l2 chain
 
 
 def bridge_guard(policy):
@@ -138,12 +144,14 @@ def render_rules(guard):
                           match(payload("icmpv6", "type"), {"set": UNSPECIFIED_TYPES}), {"return": None}]))
         ip6 += _unless(payload("ip6", "saddr"), [(p.port, _addr(n)) for p in ports for n in p.addresses
                                                  if n.version == 6], ports, "spoof6_chain")
-    # one ether type dispatch, so a frame is checked only by the rules of its own protocol
+    # one ether type dispatch, so a frame is checked only by the rules of its own protocol (goto: it is the
+    # last check such a frame meets); what a guest may not send at all (VLAN-tagged, any other type) goes to l2
     by_type = [(ether, "%s.%s" % (guard.chain, ether), checks)
                for ether, checks in (("arp", arp), ("ip", ip4), ("ip6", ip6)) if checks]
     if by_type:
         rules.append(_rule([{"vmap": {"key": payload("ether", "type"), "data": {"set": [
-            [ether, {"jump": {"target": name}}] for ether, name, _checks in by_type]}}}]))
+            [ether, {"goto": {"target": name}}] for ether, name, _checks in by_type]}}}]))
+    rules.append(_rule([match(payload("ether", "type"), {"set": list(ETHER_TYPES)}, "!="), _to(ports, "l2_chain")]))
     chains = [(guard.chain, rules)] + [(name, checks) for _ether, name, checks in by_type]
     if marked:
         chains.append((guard.out_chain, [_rule([{"vmap": {"key": meta("oifname"), "data": {"set": [
@@ -151,7 +159,7 @@ def render_rules(guard):
     limit = nft_render.MATCHES[model.Limit](guard.limit, None)
     for p in ports:
         used = ((["spoof_chain"] if 4 in guard.families else []) + (["spoof6_chain"] if 6 in guard.families else [])
-                + (["rogue_chain"] if p.rogue else []) + (["l2_chain"] if p.mac else []))
+                + (["rogue_chain"] if p.rogue else []) + ["l2_chain"])
         for kind in used:
             word = {"spoof_chain": "spoof", "spoof6_chain": "spoof", "rogue_chain": "rogue", "l2_chain": "l2"}[kind]
             chains.append((getattr(p, kind), [

@@ -20,6 +20,11 @@ description:
     address that is not one of its O(guests[].addresses) is logged (rate-limited, the prefix names the guest) and
     dropped. This covers forwarded traffic (guest to other guests, to the uplink) and traffic to the host itself.
     The LOG rule comes before the DROP rule, because LOG does not stop the evaluation and DROP does."
+  - "Only untagged IPv4, IPv6 and ARP from a guest: every other frame from O(guests[].port) (VLAN-tagged, 802.1Q or
+    802.1ad, which would carry any source address past the address checks, and every other ether type) is logged
+    (prefix C(l2 GUEST:)) and dropped, as libvirt's C(clean-traffic) does with C(no-other-l2-traffic). On the
+    iptables backend this is an ebtables chain of ours per guest (br_netfilter shows tagged frames to no physdev
+    rule), so it needs C(ebtables-restore) for every guest, with or without O(guests[].mac)."
   - "IPv6 essentials pass: the unspecified address C(::) as the source of neighbour solicitations, router
     solicitations and MLD reports (duplicate address detection), and link-local C(fe80::/64) sources. Router
     advertisements and redirects, DHCP (UDP source port 67) and DHCPv6 (547) server replies from a guest are
@@ -67,7 +72,7 @@ options:
   backend:
     description:
       - Netfilter backend. V(iptables) drives C(iptables-restore) with C(-m physdev) rules (nf_tables or legacy
-        variant) and C(ebtables-restore) for L2.
+        variant) and C(ebtables-restore) for L2 (what a guest may send at all and, with a MAC, MAC and ARP checks).
       - V(nftables) uses a C(bridge) table of ours for L2/L3 anti-spoofing (set lookups) and the C(inet) table of
         ours for the service policy (one C(nft -f) transaction per table).
       - V(auto) uses V(nftables) where C(nft) is installed and the kernel answers it, else V(iptables). Switching
@@ -182,7 +187,8 @@ options:
         suboptions: *service
 notes:
   - "On nftables, a spoofed packet is logged and counted in the chain C(NC-<name>-bridge-<hash>.spoof4-GUEST)
-    (C(spoof6-) for IPv6, C(rogue-) for DHCP/router advertisements, C(l2-) for MAC and ARP) of the bridge table;
+    (C(spoof6-) for IPv6, C(rogue-) for DHCP/router advertisements, C(l2-) for MAC, ARP and frames that are not
+    untagged IPv4, IPv6 or ARP) of the bridge table;
     each log rule has its own rate limit. LOG lines of a network namespace other than the initial one are only
     written with C(net.netfilter.nf_log_all_netns=1); the counters always count."
   - The kernel refuses C(--physdev-out) in C(OUTPUT), where the bridge port is not known yet, so host to guest

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import signal
 import textwrap
+import time
 
 import nchelpers
 from nchelpers import SYSTEM_PYTHON, run
@@ -125,6 +128,62 @@ def reach(ns: str, host: str, port: int, proto: str = "tcp", source: str | None 
     proc = run(SYSTEM_PYTHON, "-c", _CLIENT, proto, source or "-", host, str(port), str(timeout), ns=ns,
                check=False, timeout=timeout + 30)
     return proc.stdout.strip() or proc.stderr.strip()
+
+
+_FRAMES_RECEIVE = textwrap.dedent("""
+    import select, socket, sys
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))     # ETH_P_ALL: whatever arrives
+    raw.bind(("eth0", 0))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("0.0.0.0", int(sys.argv[1])))
+    print("ready", flush=True)
+    while True:
+        for s in select.select([raw, udp], [], [])[0]:
+            data, peer = s.recvfrom(2048)
+            if b"netconfine" in data:
+                print("frame" if s is raw else "datagram " + peer[0], flush=True)
+""")
+_FRAMES_SEND = textwrap.dedent("""
+    import socket, struct, sys
+    dst_mac, src, dst, port, ether_type = sys.argv[1:6]
+    tags = [int(t, 0) for t in sys.argv[6:]]              # (tpid, tci) pairs, outermost first
+    src_mac = open("/sys/class/net/eth0/address").read().strip()
+    payload = b"netconfine"
+    udp = struct.pack("!HHHH", 40000, int(port), 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    words = sum(struct.unpack("!10H", header))
+    words = (words & 0xffff) + (words >> 16)
+    header = header[:10] + struct.pack("!H", ~((words & 0xffff) + (words >> 16)) & 0xffff) + header[12:]
+    frame = b"".join(bytes.fromhex(m.replace(":", "")) for m in (dst_mac, src_mac))
+    for tpid, tci in zip(tags[::2], tags[1::2]):
+        frame += struct.pack("!HH", tpid, tci)
+    frame += struct.pack("!H", int(ether_type, 0)) + header + udp
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(("eth0", 0))
+    for _ in range(3):
+        s.send(frame)
+""")
+VLAN_TAGS = {"802.1Q": 0x8100, "802.1ad": 0x88a8}
+
+
+def forged_frames(sender: str, receiver: str, source: str, destination: str, tags=(), ether_type: int = 0x0800,
+                  port: int = 9999, wait: float = 1.5) -> dict:
+    """Three hand-made frames from ``sender``'s eth0 to ``receiver``'s: an IPv4 UDP datagram ``source`` ->
+    ``destination``:``port`` behind the VLAN ``tags`` ((\"802.1Q\" or \"802.1ad\", vid), outermost first) and
+    ``ether_type``. Returns {"frames": how many reached the receiver's eth0, "datagrams": [the sources its
+    UDP socket received from]} (the kernel delivers a priority-tagged frame, vid 0, as an untagged one)."""
+    mac = run("cat", "/sys/class/net/eth0/address", ns=receiver).stdout.strip()
+    argv = [mac, source, destination, str(port), hex(ether_type)]
+    for kind, vid in tags:
+        argv += [hex(VLAN_TAGS[kind]), str(vid)]
+    with nchelpers.daemon(receiver, SYSTEM_PYTHON, "-c", _FRAMES_RECEIVE, str(port), ready="ready") as proc:
+        run(SYSTEM_PYTHON, "-c", _FRAMES_SEND, *argv, ns=sender)
+        time.sleep(wait)
+        os.killpg(proc.pid, signal.SIGKILL)
+        lines = [line.split() for line in proc.stdout.read().splitlines()]
+    return {"frames": sum(1 for line in lines if line == ["frame"]),
+            "datagrams": [line[1] for line in lines if line[0] == "datagram"]}
 
 
 def counters(ns: str, family: int, chain: str) -> dict[str, int]:

@@ -129,7 +129,9 @@ def test_resources_are_the_bridge_sysctls_per_family():
     policy = bridge_model.build_policy(params([DNS], ip_version="ipv4"))
     assert policy.resources[:1] == (model.Sysctl("net/bridge/bridge-nf-call-iptables", "1", "br_netfilter",
                                                  "bridge"),)
-    assert isinstance(policy.resources[1], model.EtherFilter) and policy.resources[1].guards == ()
+    # every guest has an ebtables guard (only IPv4, IPv6 and ARP pass), with or without a MAC
+    ether = policy.resources[1]
+    assert isinstance(ether, model.EtherFilter) and [(g.port, g.mac) for g in ether.guards] == [("uml-conn0", None)]
     both = bridge_model.build_policy(params([DNS]))
     keys = [r.key for r in both.resources if isinstance(r, model.Sysctl)]
     assert keys == ["net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"]

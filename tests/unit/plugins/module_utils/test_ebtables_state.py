@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -47,16 +48,29 @@ def test_render_guard_chains_as_ebtables_save_prints_them():
     assert chain == GUARD.chain and drop == GUARD.drop_chain
     assert lines == (
         "-A NC-t-l2-dns-00000001 -s ! 52:54:00:00:00:21 -j NC-t-l2drop-d-00000002",
+        "-A NC-t-l2-dns-00000001 -p IPv4 -j RETURN",
+        "-A NC-t-l2-dns-00000001 -p IPv6 -j RETURN",
         "-A NC-t-l2-dns-00000001 -p ARP --arp-mac-src ! 52:54:00:00:00:21 -j NC-t-l2drop-d-00000002",
         "-A NC-t-l2-dns-00000001 -p ARP --arp-ip-src 198.51.100.21 -j RETURN",
         "-A NC-t-l2-dns-00000001 -p ARP --arp-ip-src 198.51.100.32/28 -j RETURN",
         "-A NC-t-l2-dns-00000001 -p ARP --arp-ip-src 0.0.0.0 -j RETURN",
-        "-A NC-t-l2-dns-00000001 -p ARP -j NC-t-l2drop-d-00000002",
+        # a forged ARP, a VLAN-tagged frame (802.1Q, 802.1ad), any other ether type
+        "-A NC-t-l2-dns-00000001 -j NC-t-l2drop-d-00000002",
     )
     assert drops == (
         '-A NC-t-l2drop-d-00000002 --limit 10/min --limit-burst 5 --log-level notice --log-prefix "bridge l2 dns: "'
         ' --log-ip --log-arp -j CONTINUE',
         "-A NC-t-l2drop-d-00000002 -j DROP",
+    )
+
+
+def test_a_guard_without_mac_lets_only_ipv4_ipv6_and_arp_pass():
+    (_chain, lines), _drops = ebtables_state.render_guard(dataclasses.replace(GUARD, mac=None))
+    assert lines == (
+        "-A NC-t-l2-dns-00000001 -p IPv4 -j RETURN",
+        "-A NC-t-l2-dns-00000001 -p IPv6 -j RETURN",
+        "-A NC-t-l2-dns-00000001 -p ARP -j RETURN",
+        "-A NC-t-l2-dns-00000001 -j NC-t-l2drop-d-00000002",
     )
 
 

@@ -27,7 +27,7 @@ def test_anti_spoofing_is_one_lookup_per_check_whatever_the_number_of_guests():
     main = [n for n in many if "." not in n][0]
     for chain in (main, main + ".ip", main + ".ip6"):     # the prerouting chain and its per-protocol checks
         assert len(many[chain]) == len(few[chain]), "the number of rules in %s grew with guests" % chain
-    assert len(many) == 3 + 3 * 100      # per guest: spoof4, spoof6 and rogue log-and-drop chains, no rules
+    assert len(many) == 3 + 4 * 100      # per guest: spoof4, spoof6, rogue and l2 log-and-drop chains, no rules
 
 
 def test_seed_dns_guest_bridge_table_golden():
@@ -38,8 +38,12 @@ def test_seed_dns_guest_bridge_table_golden():
     assert 'mark set iifname map { "uml-conn0" : 0x0000' in text
     assert 'iifname . ether saddr != { "uml-conn1" . "52:54:00:00:00:22" }' in text
     # a frame is checked only by the rules of its own protocol: one ether type dispatch
-    dispatch = "ether type vmap { arp : jump %s.arp, ip : jump %s.ip, ip6 : jump %s.ip6 }" % (main, main, main)
-    assert lines[main][-1] == dispatch
+    dispatch = "ether type vmap { arp : goto %s.arp, ip : goto %s.ip, ip6 : goto %s.ip6 }" % (main, main, main)
+    assert lines[main][-2] == dispatch
+    # a guest may send nothing but untagged IPv4, IPv6 and ARP (VLAN-tagged frames pass no check above)
+    assert lines[main][-1] == ('ether type != { arp, ip, ip6 } iifname vmap { "uml-conn0" : goto %s.l2-dns, '
+                               '"uml-conn1" : goto %s.l2-www }' % (main, main))
+    assert lines[main + ".l2-dns"] == ['limit rate 10/minute counter log prefix "bridge l2 dns: "', "counter drop"]
     assert 'iifname . arp saddr ip != { "uml-conn1" . "0.0.0.0", "uml-conn1" . "198.51.100.22" }' in "\n".join(
         lines[main + ".arp"])
     rogue = 'udp sport 67 iifname vmap { "uml-conn0" : goto %s.rogue-dns, "uml-conn1" : goto %s.rogue-www }'
