@@ -13,8 +13,14 @@ their global addresses, NAME's default routes, and reads
 ``/etc/resolv.conf``). What the task owns is a set of *facts*; ``script`` turns
 the facts that differ into ``ip`` commands (one line each, shell syntax) and
 ``apply`` runs them. Only what differs is changed; ``state: absent`` deletes
-the namespace (its end of the veth, and so the pair, goes with it) and the
-resolv.conf.
+the veth pair, the namespace and the resolv.conf.
+
+The pair is deleted by its host end (``ip link delete vh-NAME``), before the
+namespace: that is synchronous (both ends are gone when ``ip`` returns).
+``ip netns delete`` only unmounts the name; the kernel tears the namespace
+down, and with it the peer end and so the pair, later, in a work queue (and
+never while a process still runs in it), so a read-back right after it could
+still find the host end up and addressed.
 
 The name under ``/run/netns`` is a bind mount: made in a mount namespace that
 is a slave of another (``ip netns exec`` gives every command one), it vanishes
@@ -242,7 +248,7 @@ class NetnsLinks:
         for fact in sorted(gone, key=lambda f: (-ORDER.index(f[0]), f)):
             kind = fact[0]
             inside = fact[1] if kind in ("lo", "route", "dns") else (fact[2] if kind == "veth" else fact[1])
-            if kind != "dns" and kind != "netns" and inside in netns_gone:
+            if kind not in ("dns", "netns", "veth") and inside in netns_gone:
                 continue              # goes with the namespace
             if kind in ("up", "addr") and not fact[1] and fact[2] in veth_gone:
                 continue              # goes with the veth pair
@@ -306,10 +312,16 @@ class NetnsLinks:
             if argv[1:3] == ["netns", "delete"] and not os.path.exists(os.path.join(self.netns_dir, argv[3])):
                 continue              # already gone (the namespace unit's ExecStop deletes it); read back checks
             rc, out, err = self.run([self.ip] + argv[1:])
-            # a default route goes by itself with the address it used; the read-back checks the rest
-            if rc != 0 and argv[3:5] != ["route", "del"]:
+            # a default route goes by itself with the address it used, a veth pair with its namespace (the
+            # namespace unit's ExecStop); the read-back checks the rest
+            if rc != 0 and argv[3:5] != ["route", "del"] and not (argv[1:3] == ["link", "delete"] and
+                                                                  self._link_gone(argv[3])):
                 raise NetconfineError("%s failed (rc=%d): %s" % (line, rc, (err or out).strip()), ns.field,
                                       command=line, stderr=err)
+
+    def _link_gone(self, name):
+        rc, _out, _err = self.run([self.ip, "link", "show", "dev", name])
+        return rc != 0
 
     def _check_persistent(self, ns):
         """Refuse to bind a namespace name where the bind cannot outlive this process (a slave mount namespace)."""

@@ -11,7 +11,8 @@ owns two unit files under ``/etc/systemd/system``:
   with the very commands ``netns_links`` writes for a missing namespace (``netns_links.boot_commands``)
   and then loads what ``persistence`` kept for the namespace (``netconfine-restore NAME``: its egress
   rules). When the namespace already exists (the task has just converged it) it does nothing.
-  ``ExecStop`` deletes the namespace (its veth pair goes with it).
+  ``ExecStop`` deletes the veth pair (by its host end: at once, where the namespace's own teardown
+  takes its peer later, and a restart would find the old pair) and the namespace.
 * ``netconfine-NAME.service`` (only with ``service``): the daemon, ``NetworkNamespacePath=/run/netns/NAME``,
   ``BindsTo=``/``After=`` the namespace unit (stopping or restarting the namespace stops or restarts
   the daemon), ``User=``/``Group=``, ``PrivateTmp=``, ``NoNewPrivileges=yes``, ``WorkingDirectory=``,
@@ -73,6 +74,10 @@ def render_namespace_unit(ns, ip, restore=None, link_sysctls=()):
     if restore:
         commands.append("/bin/sh %s %s" % (_shell_word(restore), ns.name))
     body = "; \\\n  ".join(commands)
+    # the pair by its host end first: at once, where the namespace's teardown takes the peer (and so the
+    # pair) later, and the ExecStart of a restart would find the old host end
+    stop = ["ExecStop=-%s link delete %s" % (ip, ns.host_link)] if ns.host_link else []
+    stop.append("ExecStop=-%s netns delete %s" % (ip, ns.name))
     return "\n".join([
         "# Managed by paranoid.netconfine (netns_service %s); changes are overwritten." % ns.name,
         "[Unit]",
@@ -84,7 +89,7 @@ def render_namespace_unit(ns, ip, restore=None, link_sysctls=()):
         "Type=oneshot",
         "RemainAfterExit=yes",
         "ExecStart=/bin/sh -ec 'test -e %s/%s && exit 0; \\\n  %s'" % (NETNS_DIR, ns.name, body),
-        "ExecStop=-%s netns delete %s" % (ip, ns.name),
+    ] + stop + [
         "",
         "[Install]",
         "WantedBy=multi-user.target",

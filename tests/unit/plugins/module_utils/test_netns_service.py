@@ -185,8 +185,22 @@ def test_absent_deletes_the_namespace_and_resolv_conf_only(tmp_path):
     links, policy, unit, _ip = state(converged_answers(), tmp_path)
     read = links.read(unit)
     gone = links.render(model.Policy("netns-web", present=False, resources=policy.resources), unit)
+    # the pair by its host end first: synchronous, where the namespace's own teardown is not
     assert links.script(read, links.owned(read, policy, unit), gone).splitlines() == [
-        "remove-resolv.conf web", "ip netns delete web"]      # the veth pair goes with the namespace
+        "remove-resolv.conf web", "ip link delete vh-web", "ip netns delete web"]
+
+
+def test_absent_tolerates_a_pair_already_gone_with_its_namespace(tmp_path):
+    """Under systemd the namespace unit's ExecStop has deleted the namespace; its pair may be gone by the time
+    the link is deleted. A delete that fails while the link still exists is an error."""
+    links, _policy, unit, ip = state(converged_answers(), tmp_path)
+    links.run = lambda argv, data=None: (ip(argv, data) if argv[1:3] != ["link", "delete"]
+                                         else (1, "", "Cannot find device"))
+    links.apply(unit, "ip link delete vh-web\n")          # 'link show dev vh-web' fails too: gone
+    ip.answers["link show dev vh-web"] = [{"ifname": "vh-web"}]
+    with pytest.raises(NetconfineError) as err:
+        links.apply(unit, "ip link delete vh-web\n")
+    assert "ip link delete vh-web failed" in str(err.value)
 
 
 def test_subnet_overlapping_a_host_route_is_refused(tmp_path):

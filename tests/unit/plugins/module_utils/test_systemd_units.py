@@ -88,7 +88,7 @@ def test_namespace_unit_builds_with_the_links_commands_and_restores_inside_rules
                     "/usr/sbin/ip -n web route replace default via 192.0.2.1 dev vn-web",
                     "/bin/sh /etc/netconfine/netconfine-restore web'"):
         assert command in text
-    assert "ExecStop=-/usr/sbin/ip netns delete web\n" in text
+    assert "ExecStop=-/usr/sbin/ip link delete vh-web\nExecStop=-/usr/sbin/ip netns delete web\n" in text
     assert "After=netconfine-restore.service" in text
 
 
@@ -107,7 +107,7 @@ def test_loopback_only_namespace_unit_has_no_links():
     bare = model.Netns(name="conv")
     text = systemd_units.render_namespace_unit(bare, "/usr/sbin/ip")
     assert "ip netns add conv; \\\n  /usr/sbin/ip -n conv link set lo up'" in text
-    assert "veth" not in text and "netconfine-restore " not in text
+    assert "veth" not in text and "netconfine-restore " not in text and "link delete" not in text
 
 
 def test_daemon_unit_text():
