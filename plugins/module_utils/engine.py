@@ -170,6 +170,12 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), lay
         for index, backend in enumerate(backends):
             wanted = for_backend(policy, backend.name)
             netfilter += _read_units(backend, wanted if index == 0 else dataclasses.replace(wanted, present=False))
+        # a state that judges every backend's rules (netns_netfilter.HostPorts) sees the reads above instead
+        # of reading the kernel again
+        for state in states:
+            see = getattr(state, "see_netfilter", None)
+            if see:
+                see([(u.backend, u.unit, u.tables) for u in netfilter])
         # states get the form of the backend that converges (e.g. ebtables for iptables, none for nftables)
         stateful = [u for state in states for u in _read_units(state, for_backend(policy, backends[0].name))]
         units = stateful + netfilter if policy.present else netfilter + stateful[::-1]

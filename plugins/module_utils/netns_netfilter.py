@@ -16,10 +16,10 @@ one is applied. When the task is absent, states go in reverse order: these
 rules go before the namespace.
 
 ``HostPorts`` is a state that owns nothing: under the engine's lock, before
-anything is applied, it reads the DNAT rules that *other* netconfine tasks
-hook into ``nat PREROUTING`` (the kernel's copy, through every usable backend)
-and refuses a forward of this task on a host port one of them already
-forwards, naming the field.
+anything is applied, it looks at the DNAT rules that *other* netconfine tasks
+hook into ``nat PREROUTING`` (the kernel's copy, as the engine has just read
+it through every usable backend: ``see_netfilter``) and refuses a forward of
+this task on a host port one of them already forwards, naming the field.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -145,34 +145,35 @@ def _clash(mine, theirs):
 class HostPorts:
     """Refuses a forward on a host port that another task's DNAT already takes (see the module docstring).
 
-    ``backends``: every usable netfilter backend of the host (a task on the other one forwards too);
     ``claims``: ((field, family, protocol, host port, host address or None), ...) of this task;
-    ``task``: this task's policy name (its own rules are no conflict: a re-run converges them).
+    ``task``: this task's policy name (its own rules are no conflict: a re-run converges them). The rules
+    are the engine's read of every usable netfilter backend of the host (a task on the other one forwards
+    too), handed over by ``see_netfilter`` before ``read``.
     """
 
     name = "host-ports"
     offline_units = ()
     internal = True       # owns nothing: never in rendered, scripts or the diff
 
-    def __init__(self, backends, claims, task):
-        self.backends = backends
+    def __init__(self, claims, task):
         self.claims = tuple(claims)
         self.task = task
-        self._policy = None
+        self._seen = ()
 
     def units(self, policy):
-        self._policy = policy
         return ("forwards",) if policy.present and self.claims else ()
 
+    def see_netfilter(self, reads):
+        """``reads``: ((backend, unit, tables), ...), what the engine read of each backend's units."""
+        self._seen = tuple(reads)
+
     def read(self, unit):
-        for backend in self.backends:
-            for backend_unit in backend.units(self._policy):
-                tables = backend.read(backend_unit)
-                if backend.name == "iptables":
-                    found = iptables_forwards(tables, backend_unit)
-                else:
-                    found = nft_forwards(tables, getattr(backend, "table", nft_render.TABLE))
-                self._check(found, backend.name)
+        for backend, backend_unit, tables in self._seen:
+            if backend.name == "iptables":
+                found = iptables_forwards(tables, backend_unit)
+            else:
+                found = nft_forwards(tables, getattr(backend, "table", nft_render.TABLE))
+            self._check(found, backend.name)
         return {}
 
     def _check(self, found, backend_name):
@@ -216,12 +217,9 @@ def claims_of(params):
 
 def make_host_ports(module, run):
     """Factory for ``netfilter_task.run_module(..., states=(make_host_ports, ...))``."""
-    from ansible_collections.paranoid.netconfine.plugins.module_utils import netfilter_task
-
     params = module.params
-    if params["state"] != "present" or not params.get("port_forwards"):
-        return HostPorts((), (), "netns-%s" % params["name"])
-    return HostPorts(netfilter_task.choose_backends(module, run), claims_of(params), "netns-%s" % params["name"])
+    claims = claims_of(params) if params["state"] == "present" else ()
+    return HostPorts(claims, "netns-%s" % params["name"])
 
 
 def entering(run, ip, namespace):

@@ -409,7 +409,7 @@ def test_a_host_port_another_task_forwards_is_refused_on_both_backends(other, mi
     found = [netns_netfilter.iptables_forwards(saves[4], 4), netns_netfilter.nft_forwards(nft)]
     assert all(sorted(f) == ["netns-db", "netns-web"] for f in found), found
     for forwards in found:
-        state = netns_netfilter.HostPorts((), claims, "netns-web")
+        state = netns_netfilter.HostPorts(claims, "netns-web")
         if clash:
             with pytest.raises(NetconfineError) as err:
                 state._check(forwards, "test")
@@ -417,7 +417,46 @@ def test_a_host_port_another_task_forwards_is_refused_on_both_backends(other, mi
         else:
             state._check(forwards, "test")
         # the task's own rules are no conflict (a re-run converges them)
-        netns_netfilter.HostPorts((), claims, "netns-web")._check({"netns-web": forwards["netns-web"]}, "test")
+        netns_netfilter.HostPorts(claims, "netns-web")._check({"netns-web": forwards["netns-web"]}, "test")
+
+
+def test_host_ports_judge_the_engines_own_read_of_every_backend(monkeypatch):
+    """converge hands HostPorts what it read of each backend's units (no second iptables-save / nft list)."""
+    import contextlib
+
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, netns_netfilter
+
+    theirs = build_policy(params(name="db", subnet="192.0.2.4/30"))
+    ours = build_policy(params())
+    saves, nft = _tables_of([theirs])
+    reads = []
+
+    class Reader:
+        def __init__(self, name, tables):
+            self.name, self.tables = name, tables
+
+        def units(self, policy):
+            return tuple(self.tables)
+
+        def read(self, unit):
+            reads.append((self.name, unit))
+            return self.tables[unit]
+
+        def owned(self, tables, policy, unit):
+            return {}
+
+        def render(self, policy, unit):
+            return {}
+
+    monkeypatch.setattr(engine, "host_lock", lambda timeout: contextlib.nullcontext())
+    for backends in ([Reader("iptables", saves), Reader("nftables", {"ruleset": nft})],
+                     [Reader("nftables", {"ruleset": nft}), Reader("iptables", saves)]):
+        del reads[:]
+        state = netns_netfilter.HostPorts(netns_netfilter.claims_of(params()), "netns-web")
+        with pytest.raises(NetconfineError) as err:
+            engine.converge(ours, backends, check_mode=True, states=[state])
+        assert err.value.field == "port_forwards[0].host_port" and "task netns-db" in str(err.value)
+        assert sorted(reads) == [("iptables", 4), ("iptables", 6), ("nftables", "ruleset")]     # once each
 
 
 def test_host_ports_of_ipv6_forwards_are_per_family():
@@ -431,7 +470,7 @@ def test_host_ports_of_ipv6_forwards_are_per_family():
     assert [f[:3] for f in six] == [(6, "tcp", ((10105, 10105),))]
     assert [f[:3] for f in netns_netfilter.nft_forwards(nft)["netns-db"]] == [(6, "tcp", ((10105, 10105),))]
     v4 = netns_netfilter.claims_of(params(port_forwards=[fwd()]))
-    netns_netfilter.HostPorts((), v4, "netns-web")._check({"netns-db": six}, "test")     # IPv4 only: no clash
+    netns_netfilter.HostPorts(v4, "netns-web")._check({"netns-db": six}, "test")     # IPv4 only: no clash
     v6 = netns_netfilter.claims_of(params(subnet6="fd00:19::/64", port_forwards=[fwd()]))
     with pytest.raises(NetconfineError):
-        netns_netfilter.HostPorts((), v6, "netns-web")._check({"netns-db": six}, "test")
+        netns_netfilter.HostPorts(v6, "netns-web")._check({"netns-db": six}, "test")
