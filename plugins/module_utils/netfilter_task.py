@@ -19,12 +19,10 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import (
-    engine, identity, lockout, persistence, rollback, shadowing)
+    engine, identity, lockout, persistence, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend, parse_save
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
-from ansible_collections.paranoid.netconfine.plugins.module_utils.selinux_store import SelinuxStore
-from ansible_collections.paranoid.netconfine.plugins.module_utils.sysctl_state import SysctlState
 
 COMMON_ARGS = dict(
     name=dict(type="str", required=True),
@@ -121,14 +119,6 @@ def _installed(backend):
     return probe() if probe else backend.usable()
 
 
-def sysctl_state(module, run):
-    return SysctlState(run, modprobe=module.get_bin_path("modprobe"))
-
-
-def selinux_store(module, run):
-    return SelinuxStore(run, semodule=module.get_bin_path("semodule"))
-
-
 def persist_state(module, seams):
     """The persistence state for this run (``persist: true``), or None (and a warning where it cannot)."""
     if not module.params["persist"]:
@@ -180,8 +170,9 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
     """Build the module, model, backends; converge; exit. The whole main() of a netfilter module.
 
     ``states``: factories ``factory(module, run) -> state`` for the policy's resources
-    (e.g. :func:`sysctl_state`); ``backends``: the backends this module's rules can be rendered
-    for, best first (``backend: auto`` picks among them).
+    (e.g. ``sysctl_state.make_state``: each factory lives beside its state, so that a module's AnsiballZ
+    payload holds only the states it uses); ``backends``: the backends this module's rules can be
+    rendered for, best first (``backend: auto`` picks among them).
     """
     spec = dict(COMMON_ARGS)
     spec.update(argument_spec)
@@ -215,6 +206,8 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                                      fail_on_shadowing=module.params["fail_on_shadowing"], committed=committed)
             policy = engine.for_backend(policy, chosen[0].name)
             if committed:
+                # only runs with rollback_timeout need the watcher: the others never compile it on the host
+                from ansible_collections.paranoid.netconfine.plugins.module_utils import rollback
                 result["rollback"] = rollback.arm(committed, module.params["rollback_token"],
                                                   module.params["rollback_timeout"], module.params["lock_timeout"])
             if persisted:

@@ -248,3 +248,8 @@ class SelinuxStore:
 
 def _sha256(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_state(module, run):
+    """Factory for ``netfilter_task.run_module(..., states=(make_state,))``."""
+    return SelinuxStore(run, semodule=module.get_bin_path("semodule"))

@@ -153,3 +153,8 @@ class SysctlState:
         rc, out, err = self.run([self.modprobe, module])
         if rc != 0:
             raise NetconfineError("modprobe %s failed (rc=%d): %s" % (module, rc, (err or out).strip()), field)
+
+
+def make_state(module, run):
+    """Factory for ``netfilter_task.run_module(..., states=(make_state, ...))``."""
+    return SysctlState(run, modprobe=module.get_bin_path("modprobe"))

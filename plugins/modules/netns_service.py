@@ -361,8 +361,9 @@ field:
   type: str
 """
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_links, netns_netfilter, systemd_units
-from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, sysctl_state
+from ansible_collections.paranoid.netconfine.plugins.module_utils import (
+    netns_links, netns_netfilter, sysctl_state, systemd_units)
+from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import build_policy
 
 FORWARD_OPTIONS = {
@@ -412,8 +413,8 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    states = (netns_netfilter.make_host_ports, netns_links.make_state, sysctl_state, netns_netfilter.make_state,
-              systemd_units.make_state)
+    states = (netns_netfilter.make_host_ports, netns_links.make_state, sysctl_state.make_state,
+              netns_netfilter.make_state, systemd_units.make_state)
     run_module(ARGUMENT_SPEC, build_policy, states=states)
 
 

@@ -258,7 +258,8 @@ field:
   type: str
 """
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, selinux_store
+from ansible_collections.paranoid.netconfine.plugins.module_utils import selinux_store
+from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module
 from ansible_collections.paranoid.netconfine.plugins.module_utils.secmark_model import build_policy
 
 LABEL_OPTIONS = dict(
@@ -291,7 +292,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(selinux_store,), backends=("nftables", "iptables"))
+    run_module(ARGUMENT_SPEC, build_policy, states=(selinux_store.make_state,), backends=("nftables", "iptables"))
 
 
 if __name__ == "__main__":

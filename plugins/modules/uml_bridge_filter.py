@@ -266,9 +266,10 @@ field:
   type: str
 """
 
+from ansible_collections.paranoid.netconfine.plugins.module_utils import sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.bridge_model import build_policy
 from ansible_collections.paranoid.netconfine.plugins.module_utils.ebtables_state import ebtables_state
-from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module, sysctl_state
+from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_bridge import nft_bridge_state
 
 SERVICE_OPTIONS = {
@@ -302,7 +303,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state, ebtables_state, nft_bridge_state))
+    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state.make_state, ebtables_state, nft_bridge_state))
 
 
 if __name__ == "__main__":
