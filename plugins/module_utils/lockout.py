@@ -225,6 +225,11 @@ def _describe(path, packet, direction):
 
 def findings(policy, paths):
     """Every (field, message) the guard refuses ``policy`` for, given the management ``paths``."""
+    return [(field, message) for _index, field, message in _findings(policy, paths)]
+
+
+def _findings(policy, paths):
+    """:func:`findings` as (index of the path, field, message), so that one pass tells which paths are cut."""
     found = []
     if not policy.present or not paths:
         return found
@@ -232,7 +237,7 @@ def findings(policy, paths):
         if chain.hook is None or chain.hook.builtin not in INBOUND + OUTBOUND:
             continue
         direction = "in" if chain.hook.builtin in INBOUND else "out"
-        for path in paths:
+        for index, path in enumerate(paths):
             if path.family not in policy.families:
                 continue
             rules = [r for r in chain.rules if r.family == path.family]
@@ -240,10 +245,10 @@ def findings(policy, paths):
                 outcome, rule = verdict(rules, packet, direction)
                 where = "%s %s (IPv%d)" % (chain.table, chain.hook.builtin, path.family)
                 if outcome == "drop" and chain.hook.position == "first":
-                    found.append((rule.field or "rules", "would cut the controller off: %s drops the %s"
+                    found.append((index, rule.field or "rules", "would cut the controller off: %s drops the %s"
                                   % (where, _describe(path, packet, direction))))
                 elif (outcome == "end" and chain.builtin_policy == "DROP" and packet.state == "ESTABLISHED"):
-                    found.append(("policy", "would cut the controller off: the DROP policy of %s is reached by "
+                    found.append((index, "policy", "would cut the controller off: the DROP policy of %s is reached by "
                                   "the %s, which the chain does not accept (established/related) first"
                                   % (where, _describe(path, packet, direction))))
     return found
@@ -251,12 +256,11 @@ def findings(policy, paths):
 
 def check(policy, paths):
     """Raise NetconfineError naming the field where ``policy`` locks out every management path."""
-    found = findings(policy, paths)
-    if not found:
-        return
+    found = _findings(policy, paths)
     # ssh tries each address of the host in turn: a lockout only where every path is cut
-    if not all(findings(policy, [path]) for path in paths):
+    if not found or len(set(index for index, _field, _message in found)) < len(paths):
         return
+    found = [(field, message) for _index, field, message in found]
     field, message = found[0]
     raise NetconfineError("%s; nothing was applied. Set allow_lockout: true to apply it anyway (with "
                           "rollback_timeout the host puts it back when the controller cannot reconnect)"
