@@ -236,6 +236,20 @@ def _nft_items(ns: str) -> list[tuple[tuple[str, str], str]]:
     return out
 
 
+def uml_kernel() -> dict[str, str]:
+    """The User-Mode-Linux kernel that runs user space on this machine (scripts/uml-kernel).
+
+    Keys LINUX_UML (the binary), UML_MODULES (its modules/VER directory), UML_MODROOT (D with
+    D/lib/modules/VER, for ``modprobe -d``), UML_VERSION. Raises RuntimeError with the script's reason
+    when there is none: the UML tiers fail with it, they never skip.
+    """
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "uml-kernel")], capture_output=True, text=True,
+                          check=False, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError("no User-Mode-Linux kernel can run here: %s" % (proc.stderr.strip() or proc.stdout))
+    return dict(line.split("=", 1) for line in proc.stdout.split())
+
+
 def kernel_rules(ns: str, backend: str, ours: bool | None = None) -> list[str]:
     """What the kernel holds in ``ns``, as the ``backend``'s own tool reads it, one string per line or item.
 

@@ -9,7 +9,7 @@ guest "www" checks from inside what it may reach, then forges its source address
 and reports. The host checks its own view (SSH-port in, counters
 of the LOG and DROP rules).
 
-This tier fails, not skips, where UML cannot run (no linux.uml, no /dev/net/tun).
+This tier fails, not skips, where UML cannot run (no kernel scripts/uml-kernel can run, no /dev/net/tun).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 
 import bridgehost
+import nchelpers
 from bridgehost import HOST4, HOST6, reach
 from nchelpers import ROOT, SYSTEM_PYTHON, run
 # pytest fixtures, used by name: both backends, the filter task, the kernel facts
 from test_uml_bridge_filter import backend, bridge_filter, kernel  # noqa: F401 pylint: disable=unused-import
 
-LINUX_UML = shutil.which("linux.uml") or "/usr/bin/linux.uml"
 UML_GUEST = ROOT / "scripts" / "uml-guest"    # the boot recipe, shared with the lab (playbooks/lab/uml_guests.yml)
 DNS4, WWW4, SPOOF4 = "198.51.100.21", "198.51.100.22", "198.51.100.99"
 DNS6, WWW6, SPOOF6 = "fd00:100::21", "fd00:100::22", "fd00:100::99"
@@ -88,9 +88,10 @@ _GUEST_PY = textwrap.dedent("""
 
 def require_uml() -> None:
     """Fail (never skip) with the reason when this host cannot run UML guests."""
-    if not os.access(LINUX_UML, os.X_OK):
-        pytest.fail("linux.uml not found: install Debian's user-mode-linux package (scripts/bootstrap does)",
-                    pytrace=False)
+    try:
+        nchelpers.uml_kernel()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     if not os.path.exists("/dev/net/tun"):
         pytest.fail("/dev/net/tun is missing: UML guests need TUN/TAP", pytrace=False)
 

@@ -34,19 +34,20 @@ BOOT_TIMEOUT = 300
 
 def image() -> Path:
     """root.img and id_ed25519 of the guest, built by selinux_guest/build.sh on first use."""
-    kernel = sorted(os.listdir("/usr/lib/uml/modules"))[-1] if os.path.isdir("/usr/lib/uml/modules") else None
-    missing = [t for t in ("linux.uml", "debootstrap", "mkfs.ext4", "ssh", "nc") if not _which(t)]
-    if missing or kernel is None:
-        raise RuntimeError("the enforcing SELinux tier needs user-mode-linux, debootstrap, e2fsprogs, "
-                           "openssh-client and netcat-openbsd; missing: %s" % (", ".join(missing) or "UML modules"))
+    missing = [t for t in ("debootstrap", "mkfs.ext4", "ssh", "nc") if not _which(t)]
+    if missing:
+        raise RuntimeError("the enforcing SELinux tier needs debootstrap, e2fsprogs, openssh-client and "
+                           "netcat-openbsd; missing: %s" % ", ".join(missing))
+    uml = nchelpers.uml_kernel()
     digest = hashlib.sha256()
     for name in ("build.sh", "nctest.cil"):
         digest.update((HERE / name).read_bytes())
-    digest.update(kernel.encode())
+    digest.update(uml["UML_VERSION"].encode())
     out = ROOT / ".build" / "selinux-guest" / digest.hexdigest()[:16]
     if not (out / "root.img").exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(["bash", str(HERE / "build.sh"), str(out)], capture_output=True, text=True, check=False)
+        proc = subprocess.run(["bash", str(HERE / "build.sh"), str(out), uml["UML_MODULES"]],
+                              capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError("building the SELinux guest failed:\n%s%s" % (proc.stdout, proc.stderr))
     return out
@@ -99,8 +100,9 @@ def selinux_guest() -> Iterator[Guest]:
         cow = Path(tmp) / "root.cow"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, "linux.uml", "mem=768M", "ubd0=%s,%s" % (cow, built / "root.img"),
-                 "root=/dev/ubda", "rw", "eth0=tuntap,%s" % tap, "con=null", "con0=null,fd:1",
+                ["ip", "netns", "exec", ns, nchelpers.uml_kernel()["LINUX_UML"], "mem=768M",
+                 "ubd0=%s,%s" % (cow, built / "root.img"),
+                 "root=/dev/ubda", "rw", "vec0:transport=tap,ifname=%s" % tap, "con=null", "con0=null,fd:1",
                  "umid=%s" % ns, "uml_dir=%s" % tmp],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         guest = Guest(ns, key, log)

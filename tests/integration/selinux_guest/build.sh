@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the enforcing-SELinux User-Mode-Linux guest of the secmark tier (recipe: test-hosts.md):
 # a Debian 12 root from Debian packages (debootstrap, selinux-policy-default, sshd, legacy iptables),
-# the UML kernel's modules, root's SSH key, a static eth0 (192.0.2.2/24), the two test domains of
+# the UML kernel's modules, root's SSH key, a static vec0 (192.0.2.2/24), the two test domains of
 # nctest.cil installed in the store, every file labelled with the guest's own setfiles, then
 # mkfs.ext4 -d. Output: $OUT/root.img and $OUT/id_ed25519 (the cache directory, keyed by inputs).
-#   build.sh OUT
+#   build.sh OUT MODULES     (MODULES: the UML kernel's modules/VER directory, from scripts/uml-kernel)
 set -euo pipefail
 OUT="$1"
+MODULES="$2"
+KVER="$(basename "$MODULES")"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-KVER="$(find /usr/lib/uml/modules -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)"
 DIR="$OUT.root"
 rm -rf "$DIR" "$OUT.tmp"
 mkdir -p "$OUT.tmp"
@@ -19,12 +20,13 @@ debootstrap --variant=minbase \
   bookworm "$DIR" http://deb.debian.org/debian >"$OUT.tmp/debootstrap.log" 2>&1 \
   || { tail -20 "$OUT.tmp/debootstrap.log" >&2; exit 1; }
 mkdir -p "$DIR/lib/modules"
-cp -a "/usr/lib/uml/modules/$KVER" "$DIR/lib/modules/"
+cp -a "$MODULES" "$DIR/lib/modules/$KVER"
 chroot "$DIR" depmod "$KVER"
 echo nctest-selinux > "$DIR/etc/hostname"
 printf '/dev/ubda / ext4 defaults 0 1\n' > "$DIR/etc/fstab"
 mkdir -p "$DIR/etc/systemd/network"
-printf '[Match]\nName=eth0\n[Network]\nAddress=192.0.2.2/24\n' > "$DIR/etc/systemd/network/10-eth0.network"
+# the vector driver's interface is vec0 (Debian 12's tuntap driver said eth0)
+printf '[Match]\nName=vec0 eth0\n[Network]\nAddress=192.0.2.2/24\n' > "$DIR/etc/systemd/network/10-eth0.network"
 chroot "$DIR" systemctl enable systemd-networkd ssh >/dev/null 2>&1
 chroot "$DIR" systemctl mask getty@tty1.service serial-getty@ttyS0.service >/dev/null 2>&1 || true
 chroot "$DIR" update-alternatives --set iptables /usr/sbin/iptables-legacy >/dev/null
