@@ -273,6 +273,114 @@ def kernel_rules(ns: str, backend: str, ours: bool | None = None) -> list[str]:
     return [text for mine, text in lines if ours is None or mine == ours]
 
 
+# --------------------------------------------------------------------------- other tools' rules
+
+# What Docker, kube-proxy and fail2ban leave in iptables(-nft), as iptables-restore input per family.
+FOREIGN_XTABLES = {4: """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+:KUBE-FIREWALL - [0:0]
+:KUBE-SERVICES - [0:0]
+:f2b-sshd - [0:0]
+-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -j KUBE-FIREWALL
+-A DOCKER -d 198.51.100.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block incoming localnet connections" \
+-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+-A f2b-sshd -s 203.0.113.7/32 -j REJECT --reject-with icmp-port-unreachable
+-A f2b-sshd -j RETURN
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 198.51.100.0/24 ! -o docker0 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 198.51.100.2:80
+COMMIT
+""".replace("\\\n", ""), 6: """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER-USER - [0:0]
+:f2b-sshd - [0:0]
+-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd
+-A FORWARD -j DOCKER-USER
+-A OUTPUT -d fd00:5::/64 -j DOCKER-USER
+-A DOCKER-USER -j RETURN
+-A f2b-sshd -s fd00:bad::7/128 -j REJECT --reject-with icmp6-port-unreachable
+-A f2b-sshd -j RETURN
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A OUTPUT -j DOCKER
+-A POSTROUTING -s fd00:5::/64 ! -o docker0 -j MASQUERADE
+COMMIT
+"""}
+
+
+def load_foreign_xtables(ns: str) -> None:
+    """Other tools' iptables rules (:data:`FOREIGN_XTABLES`) loaded beside whatever ``ns`` holds."""
+    for family in (4, 6):
+        run("iptables-restore" if family == 4 else "ip6tables-restore", "--noflush", ns=ns,
+            input=FOREIGN_XTABLES[family])
+
+
+def make_native_tables(ns: str) -> None:
+    """A Docker-like and a firewalld-like native nftables table, at the output hook beside ours."""
+    run("nft", "-f", "-", ns=ns, input=textwrap.dedent("""
+        table ip dockerlike {
+            set published { type inet_service; elements = { 8080, 8443 } }
+            chain out { type filter hook output priority filter + 10; policy accept;
+                oifname "docker0" tcp dport @published counter accept
+            }
+        }
+        table inet firewalldlike {
+            chain filter_OUTPUT { type filter hook output priority filter + 10; policy accept;
+                ct state established,related accept
+                meta l4proto ipv6-icmp accept
+            }
+        }
+    """))
+
+
+def make_foreign_rules(ns: str) -> None:
+    """Other tools' rules: iptables-nft's (filter, nat) and :func:`make_native_tables`."""
+    run("iptables", "-A", "OUTPUT", "-p", "tcp", "--dport", "5555", "-m", "comment", "--comment", "keep me",
+        "-j", "ACCEPT", ns=ns)
+    run("ip6tables", "-A", "OUTPUT", "-p", "udp", "--dport", "5556", "-j", "DROP", ns=ns)
+    run("iptables", "-t", "nat", "-N", "DOCKER", ns=ns)
+    run("iptables", "-t", "nat", "-A", "OUTPUT", "-d", "198.51.100.0/24", "-j", "DOCKER", ns=ns)
+    make_native_tables(ns)
+
+
 # --------------------------------------------------------------------------- namespaces, users, groups
 
 def _delete_netns(name: str) -> None:
