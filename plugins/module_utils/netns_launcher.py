@@ -14,6 +14,12 @@ the daemon. Facts: the script's text, and with ``start`` whether a process of
 the launcher runs in the namespace (``ip netns pids``, its ``/proc/PID/environ``
 carries ``NETCONFINE_LAUNCHER=NAME``). ``state: absent`` stops those processes
 and removes the script.
+
+A changed script restarts a running launcher. ``restart`` (the role's handler)
+restarts it in any case: the processes found by the run's first read are a
+fact (``restart: due``) that no desired state holds, so the run stops them
+and starts the launcher again, and the read-back fails while one of them
+still runs.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -87,11 +93,15 @@ class NetnsLauncher:
 
     name = "launcher"
 
-    def __init__(self, run, ip, proc="/proc"):
+    def __init__(self, run, ip, proc="/proc", restart=False, warn=None):
+        """``restart``: restart a started launcher even when nothing changed; ``warn(text)`` where it cannot."""
         self.run = run
         self.ip = ip
         self.proc = proc
+        self.restart = restart
+        self.warn = warn
         self._declared = {}
+        self._before = {}
 
     @property
     def offline_units(self):
@@ -127,6 +137,16 @@ class NetnsLauncher:
         pids = self._pids(launcher)
         if pids:
             facts.append(("running", "yes"))
+        if self.restart and launcher.start:
+            before = self._before.setdefault(unit, set(pids))      # what ran when this run began
+            still = sorted(before & set(pids))
+            if still:
+                facts.append(("restart", "due (pid %s started before this run)" % ", ".join(map(str, still))))
+        elif self.restart and unit not in self._before:
+            self._before[unit] = set()
+            if self.warn:
+                self.warn("restart: the launcher of %s is not started by this task (service.start is false), so "
+                          "nothing was restarted; restart it where you start it" % unit)
         return {"facts": tuple(facts), "pids": pids}
 
     def owned(self, read, policy, unit):
@@ -152,7 +172,8 @@ class NetnsLauncher:
         lines = []
         unit = next(iter(desired or current))
         path = self._declared[unit].path
-        restart = "running" in have and "script" in want and have.get("script") != want["script"]
+        changed = have.get("script") != want.get("script") or "restart" in have
+        restart = "running" in have and "script" in want and changed
         if "running" in have and ("running" not in want or restart):
             lines.append("stop %s" % path)
         if "script" not in want and "script" in have:
@@ -223,4 +244,5 @@ class NetnsLauncher:
 
 def make_state(module, run):
     """Factory for ``netfilter_task.run_module(..., states=(..., make_state))``."""
-    return NetnsLauncher(run, module.get_bin_path("ip") or "ip")
+    return NetnsLauncher(run, module.get_bin_path("ip") or "ip", restart=module.params.get("restart", False),
+                         warn=module.warn)

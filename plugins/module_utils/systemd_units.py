@@ -21,6 +21,7 @@ owns two unit files under ``/etc/systemd/system``:
 Facts read: each file's text, ``systemctl is-enabled`` and ``is-active`` of each unit. Both units are
 enabled and started; a changed daemon unit restarts an active daemon. A changed namespace unit is only
 reloaded (the live namespace was converged by ``netns_links``; the new text serves the next boot).
+``restart`` (the role's handler) restarts an active daemon in any case.
 ``state: absent`` stops and disables both (the namespace unit's ``ExecStop`` deletes the namespace),
 removes the files and reloads systemd. The script is JSON (like ``persistence``): what is written,
 removed, enabled, started, restarted, stopped, disabled.
@@ -140,6 +141,8 @@ class Units:
             if kind == "file":
                 path, text = value.split("\n", 1)
                 out += ["%s:" % path] + ["  " + line for line in text.splitlines()]
+            elif kind == "restart":
+                out.append("%s: restart due (the invocation that ran when this run began)" % value)
             else:
                 out.append("%s: %s" % (value, kind))
         return out
@@ -150,14 +153,18 @@ class SystemdUnits:
 
     name = "systemd"
 
-    def __init__(self, run, systemctl, ip="/usr/sbin/ip", restore=None, unit_dir=UNIT_DIR):
-        """``run(argv, data=None) -> (rc, out, err)``; ``restore``: path of netconfine-restore or None."""
+    def __init__(self, run, systemctl, ip="/usr/sbin/ip", restore=None, unit_dir=UNIT_DIR, restart=False):
+        """``run(argv, data=None) -> (rc, out, err)``; ``restore``: path of netconfine-restore or None;
+        ``restart``: restart an active daemon even when nothing changed (its invocation is a fact,
+        ``restart``, while it is the one that ran when the run began)."""
         self.run = run
         self.systemctl = systemctl
         self.ip = ip
         self.restore = restore
         self.unit_dir = unit_dir
+        self.restart = restart
         self._declared = {}
+        self._before = {}
         self._version = None
 
     @property
@@ -207,8 +214,16 @@ class SystemdUnits:
             if rc == 0 and out.strip() == "enabled":
                 facts.append(("enabled", name))
             rc, out, _err = self._systemctl("is-active", name)
-            if out.strip() == "active":
+            active = out.strip() == "active"
+            if active:
                 facts.append(("active", name))
+            if self.restart and name == daemon_unit(unit):
+                # restart: due while the daemon runs the invocation it ran when this run began
+                invocation = self._systemctl("show", "-p", "InvocationID", "--value", name)[1].strip() \
+                    if active else ""
+                before = self._before.setdefault(unit, invocation)
+                if before and invocation == before:
+                    facts.append(("restart", name))
         return {"facts": tuple(facts)}
 
     def owned(self, read, policy, unit):
@@ -261,7 +276,8 @@ class SystemdUnits:
         plan["enable"] = [n for n in names if n in want_enabled and n not in enabled]
         plan["start"] = [n for n in names if n in want_active and n not in active]
         plan["restart"] = [daemon_unit(unit)] if (daemon_unit(unit) in active and daemon_unit(unit) in want_active
-                                                  and daemon_path in plan["write"]) else []
+                                                  and (daemon_path in plan["write"] or
+                                                       ("restart", daemon_unit(unit)) in have)) else []
         plan = dict((k, v) for k, v in plan.items() if v)
         if not plan:
             return ""
@@ -317,4 +333,4 @@ def make_state(module, run):
     if module.params.get("persist"):
         restore = os.path.join(module.params["persist_dir"], "netconfine-restore")
     return SystemdUnits(run, module.get_bin_path("systemctl"), ip=module.get_bin_path("ip") or "/usr/sbin/ip",
-                        restore=restore)
+                        restore=restore, restart=module.params.get("restart", False))

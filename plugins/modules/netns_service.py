@@ -234,6 +234,16 @@ options:
             each with C(~), may not).
         type: list
         elements: str
+  restart:
+    description:
+      - Restart the daemon in this run even when nothing changed, for a handler after its configuration or program
+        changed (the role's C(netns_confine restart) does). Where systemd runs, C(systemctl restart) of an active
+        C(netconfine-NAME.service). Without systemd, the launcher's processes that ran when the task began are
+        stopped and the launcher is started again (with O(service.start); without it the task warns that it has
+        nothing to restart). The task fails (it does not converge) while one of those processes still runs.
+      - A changed unit or launcher restarts the daemon without it.
+    type: bool
+    default: false
 seealso:
   - module: paranoid.netconfine.owner_rule
   - name: ip-netns(8)
@@ -316,6 +326,19 @@ EXAMPLES = r"""
       restrict_address_families: [AF_UNIX, AF_INET, AF_INET6]
       socket_bind_allow: [tcp:10105]
       socket_bind_deny: [any]
+
+# What a handler runs after the daemon's configuration changed (the role's "netns_confine restart").
+- name: Restart the seed's daemon
+  paranoid.netconfine.netns_service:
+    name: web
+    subnet: 192.0.2.0/30
+    port_forwards:
+      - host_port: 10105
+    service:
+      exec: /usr/sbin/my-net-daemon
+      user: www-data
+      start: true
+    restart: true
 
 - name: Remove the namespace, its veth pair, resolv.conf and every host-side rule
   paranoid.netconfine.netns_service:
@@ -409,6 +432,7 @@ ARGUMENT_SPEC = dict(
     allow_localhost_forward=dict(type="bool", default=False),
     egress=dict(type="list", elements="dict", options=EGRESS_OPTIONS),
     service=dict(type="dict", options=SERVICE_OPTIONS),
+    restart=dict(type="bool", default=False),
 )
 
 

@@ -385,6 +385,21 @@ def test_launcher_runs_the_daemon_in_the_namespace_as_the_user_with_a_private_tm
     assert "\nUid:\t%d\t%d\t%d\t%d\n" % ((entry.pw_uid,) * 4) in status
     assert "\nNoNewPrivs:\t1\n" in status
 
+    # restart (the role's handler): a new process though nothing changed; check mode predicts it and changes
+    # nothing, a run without restart leaves the process alone
+    launcher = "%s/ns-%s" % (LAUNCHERS, name)
+    assert service(machine, dict(args, restart=True), check=True).changed
+    assert run("ip", "netns", "pids", name).stdout.split() == pids
+    again = service(machine, dict(args, restart=True))
+    assert again.changed and again.result["scripts"]["launcher " + name].splitlines() == [
+        "stop " + launcher, "start " + launcher], again.result
+    fresh = run("ip", "netns", "pids", name).stdout.split()
+    assert len(fresh) == 1 and fresh != pids
+    assert ask(client, UPLINK, PORT) == "uid=%d tmp=True" % entry.pw_uid
+    assert not service(machine, args).changed
+    assert run("ip", "netns", "pids", name).stdout.split() == fresh
+    pids = fresh
+
     # a changed launcher restarts the daemon; absent stops it and removes everything
     changed = dict(args, service=dict(args["service"], environment={"DAEMON_MODE": "strict"}))
     restarted = service(machine, changed)

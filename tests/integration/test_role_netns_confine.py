@@ -1,9 +1,9 @@
 """Role paranoid.netconfine.netns_confine on a machine namespace host: the seed's daemon on 10105 as a user.
 
 Same topology as test_netns_service (its fixtures): converge, idempotence, the outside client reaches the daemon
-through the forward only, the daemon's /tmp is private; the role's handler, notified, leaves a launcher
-alone (it restarts systemd units only: test_systemd_real proves the restart); then the item marked absent
-leaves nothing.
+through the forward only, the daemon's /tmp is private; the role's handler, notified, restarts the daemon the
+launcher started (a new process; test_systemd_real proves the same for a systemd unit), a run that notifies
+nothing leaves it alone; then the item marked absent leaves nothing.
 """
 
 from __future__ import annotations
@@ -47,13 +47,20 @@ def test_role_seed_daemon_idempotent_and_removed(site, make_user):
     assert ask(client, UPLINK, PORT) == "uid=%d tmp=True" % entry.pw_uid
     assert ask(client, UPLINK, OTHER_PORT) == "error ConnectionRefusedError"
     assert not os.path.exists("/tmp/netconfine-daemon-" + name)
-    # the handler runs when notified, and skips an item run by the launcher (no systemd unit): same process
+    # the handler runs when notified and restarts the daemon the launcher started: a new process
     pids = nchelpers.run("ip", "netns", "pids", name).stdout.split()
+    assert len(pids) == 1
     notified = ansible_playbook(role_play([item], notify=True), hosts(machine))
     assert notified.rc == 0, notified.output
-    handler = [r for r in notified.results[machine] if r.action.endswith("systemd_service")]
-    assert [r.status for r in handler] == ["skipped"], notified.output
-    assert nchelpers.run("ip", "netns", "pids", name).stdout.split() == pids
+    runs = [r for r in notified.results[machine] if r.action.endswith("netns_service")]
+    assert [r.changed for r in runs] == [False, True], notified.output      # the role's task, then the handler
+    restarted = nchelpers.run("ip", "netns", "pids", name).stdout.split()
+    assert len(restarted) == 1 and restarted != pids, notified.output
+    assert ask(client, UPLINK, PORT) == "uid=%d tmp=True" % entry.pw_uid
+    # nothing notified: the same process
+    quiet = ansible_playbook(role_play([item]), hosts(machine))
+    assert quiet.rc == 0 and quiet.stats[machine]["changed"] == 0, quiet.output
+    assert nchelpers.run("ip", "netns", "pids", name).stdout.split() == restarted
 
     gone = ansible_playbook(role_play([dict(item, state="absent")]), hosts(machine))
     assert gone.rc == 0 and gone.stats[machine]["changed"] == 1, gone.output

@@ -30,6 +30,7 @@ class Systemctl:
 
     def __init__(self, version=252, fail=()):
         self.enabled, self.active, self.calls, self.version, self.fail = set(), set(), [], version, fail
+        self.invocations = {}
 
     def __call__(self, argv, data=None):
         verb, args = argv[1], argv[2:]
@@ -48,12 +49,15 @@ class Systemctl:
             self.enabled.discard(args[0])
         elif verb in ("start", "restart"):
             self.active.add(args[0])
+            self.invocations[args[0]] = self.invocations.get(args[0], 0) + 1
+        elif verb == "show" and args[:3] == ["-p", "InvocationID", "--value"]:
+            return 0, ("%032x\n" % self.invocations.get(args[3], 0)) if args[3] in self.active else "\n", ""
         elif verb == "stop":
             self.active.discard(args[0])
         return 0, "", ""
 
     def acts(self):
-        return [c for c in self.calls if not c.startswith(("is-", "--version"))]
+        return [c for c in self.calls if not c.startswith(("is-", "--version", "show "))]
 
 
 def policy(present=True, launcher=DAEMON, ns=NS):
@@ -155,6 +159,23 @@ def test_changed_daemon_unit_restarts_it_changed_namespace_unit_only_reloads(tmp
     converge(state, policy(launcher=dataclasses.replace(DAEMON, args=("-m", "http.server", "8080")),
                            ns=dataclasses.replace(NS, gateways=())))
     assert ctl.acts() == ["daemon-reload"]
+
+
+def test_restart_restarts_an_active_daemon_once_check_mode_predicts_it(tmp_path):
+    """restart (the role's handler): the daemon's invocation of the run's first read is due; a restart makes a
+    new one, so the read-back converges; the namespace unit is left alone."""
+    ctl = Systemctl()
+    converge(make(tmp_path, ctl), policy())
+    ctl.calls = []
+    state = systemd_units.SystemdUnits(ctl, "/bin/systemctl", ip="/usr/sbin/ip", unit_dir=str(tmp_path / "units"),
+                                       restore="/etc/netconfine/netconfine-restore", restart=True)
+    checked = converge(state, policy(), check=True)
+    assert checked["changed"] and ctl.acts() == []
+    assert "netconfine-web.service: restart due" in checked["diff"]["before"]
+    state._before = {}
+    assert converge(state, policy())["changed"] and ctl.acts() == ["restart netconfine-web.service"]
+    ctl.calls = []
+    assert not converge(make(tmp_path, ctl), policy())["changed"] and ctl.acts() == []
 
 
 def test_drift_stopped_daemon_is_started(tmp_path):
