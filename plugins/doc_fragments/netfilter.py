@@ -63,7 +63,9 @@ options:
       - Where systemd runs, the unit C(netconfine-restore.service) (before C(network-pre.target), after
         C(nftables.service)) loads them at boot into netconfine's own chains and table only, with
         C(iptables-restore --noflush) and C(nft -f); it never flushes the ruleset or touches another tool's
-        files. Without systemd, run C(PERSIST_DIR/netconfine-restore) early at boot (see C(docs/persistence.md)).
+        files. Without systemd, O(boot_hook) installs a hook that runs C(PERSIST_DIR/netconfine-boot) (the restore, then
+        the namespaces of M(paranoid.netconfine.netns_service)), or run it early at boot yourself (see
+        C(docs/persistence.md)).
       - A named namespace does not exist at boot; whoever recreates it runs C(netconfine-restore NAME).
     type: bool
     default: true
@@ -71,6 +73,28 @@ options:
     description: Directory of the persisted state and of the C(netconfine-restore) script.
     type: path
     default: /etc/netconfine
+  boot_hook:
+    description:
+      - What runs the restore at boot, with O(persist).
+      - V(auto) - the systemd unit C(netconfine-restore.service) where systemd runs; elsewhere nothing (the
+        result's C(persisted.boot) says so).
+      - V(systemd) - that unit; an error where systemd does not run.
+      - V(if-pre-up) - a script of the collection, C(/etc/network/if-pre-up.d/netconfine), running
+        C(PERSIST_DIR/netconfine-boot), that ifupdown runs
+        when it brings up the loopback, before any other interface is up. For hosts without systemd.
+      - V(rc.local) - one line of the collection running C(PERSIST_DIR/netconfine-boot) in C(/etc/rc.local) (created, executable, when missing). It
+        runs late in boot, after the network is up; prefer V(if-pre-up) where ifupdown brings the network up.
+      - V(none) - no hook; a hook of the collection found at the default paths is removed.
+      - A hook is removed by O(state=absent) of the last task that persists under O(persist_dir). The systemd unit
+        is not installed with V(if-pre-up), V(rc.local) or V(none).
+    type: str
+    choices: [auto, systemd, if-pre-up, rc.local, none]
+    default: auto
+  boot_hook_path:
+    description:
+      - Path of the O(boot_hook=if-pre-up) script or of the O(boot_hook=rc.local) file (for example
+        C(/etc/rc.d/rc.local)). Default C(/etc/network/if-pre-up.d/netconfine), C(/etc/rc.local).
+    type: path
   fail_on_shadowing:
     description:
       - Every netfilter layer at a hook sees a packet, and an accept in one never overrides a drop in another.

@@ -33,6 +33,8 @@ COMMON_ARGS = dict(
     xtables_wait=dict(type="int", default=10),
     persist=dict(type="bool", default=True),
     persist_dir=dict(type="path", default=persistence.PERSIST_DIR),
+    boot_hook=dict(type="str", default="auto", choices=list(persistence.BOOT_HOOKS)),
+    boot_hook_path=dict(type="path"),
     fail_on_shadowing=dict(type="bool", default=False),
     rollback_timeout=dict(type="int", default=0),
     rollback_token=dict(type="str", no_log=False),
@@ -128,8 +130,28 @@ def persist_state(module, seams):
         module.warn("persist: this network namespace has no name under %s, so nothing could restore it at "
                     "boot; the policy is applied but not persisted" % persistence.NETNS_RUN_DIR)
         return None
-    unit_dir = persistence.UNIT_DIR if where == "host" and os.path.isdir(persistence.SYSTEMD_RUNNING) else None
-    return persistence.PersistState(seams, module.params["persist_dir"], where, unit_dir)
+    hook, systemd = module.params["boot_hook"], os.path.isdir(persistence.SYSTEMD_RUNNING)
+    if hook == "systemd" and not systemd:
+        raise NetconfineError("systemd does not run on this host (no %s): choose if-pre-up, rc.local or none"
+                              % persistence.SYSTEMD_RUNNING, "boot_hook")
+    if module.params["boot_hook_path"] and hook not in persistence.HOOK_PATHS:
+        raise NetconfineError("is the path of the if-pre-up or rc.local hook; boot_hook is %s" % hook,
+                              "boot_hook_path")
+    unit_dir = persistence.UNIT_DIR if where == "host" and systemd and hook in ("auto", "systemd") else None
+    return persistence.PersistState(seams, module.params["persist_dir"], where, unit_dir, hook,
+                                    module.params["boot_hook_path"])
+
+
+def boot_text(persisted):
+    """What result.persisted.boot says runs the restore at boot."""
+    if persisted.unit_dir:
+        return "systemd unit %s" % persistence.UNIT_NAME
+    hook = persisted.hook_text()
+    if hook:
+        return "%s hook %s" % (persisted.boot_hook, next(iter(hook)))
+    return ("no boot hook (boot_hook: %s%s): run %s/netconfine-boot at boot (docs/persistence.md)"
+            % (persisted.boot_hook, ", no systemd running" if persisted.boot_hook == "auto" else "",
+               persisted.persist_dir))
 
 
 def _committed(module):
@@ -211,10 +233,7 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                 result["rollback"] = rollback.arm(committed, module.params["rollback_token"],
                                                   module.params["rollback_timeout"], module.params["lock_timeout"])
             if persisted:
-                result["persisted"] = {"dir": persisted.task_dir(), "boot": (
-                    "systemd unit %s" % persistence.UNIT_NAME if persisted.unit_dir else
-                    "no systemd running: run %s/netconfine-restore at boot (docs/persistence.md)"
-                    % module.params["persist_dir"])}
+                result["persisted"] = {"dir": persisted.task_dir(), "boot": boot_text(persisted)}
     except NetconfineError as exc:
         module.fail_json(msg=str(exc), field=exc.field, **exc.details)
     for warning in list(pending) + result.pop("warnings", []):

@@ -19,7 +19,8 @@ A changed script restarts a running launcher. ``restart`` (the role's handler)
 restarts it in any case: the processes found by the run's first read are a
 fact (``restart: due``) that no desired state holds, so the run stops them
 and starts the launcher again, and the read-back fails while one of them
-still runs.
+still runs. With ``persist``, ``boot_script`` is the line that starts the
+launcher at boot (``netconfine-restore``, after it rebuilt the namespace).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -92,6 +93,7 @@ class NetnsLauncher:
     """Writes, removes, starts and stops the launcher of each declared ``model.Launcher``."""
 
     name = "launcher"
+    persistent = True          # persistence.PersistState keeps boot_script (the start) for boot
 
     def __init__(self, run, ip, proc="/proc", restart=False, warn=None):
         """``restart``: restart a started launcher even when nothing changed; ``warn(text)`` where it cannot."""
@@ -183,6 +185,14 @@ class NetnsLauncher:
         if "running" in want and ("running" not in have or restart):
             lines.append("start %s" % path)
         return "".join(line + "\n" for line in lines)
+
+    def boot_script(self, desired):
+        """The boot file of ``persistence`` (``*.launcher-NAME``): start the launcher, detached, when the task
+        keeps it running."""
+        unit = next(iter(desired), None)
+        if unit is None or "running" not in dict(desired[unit].facts):
+            return ""
+        return "setsid %s </dev/null >/dev/null 2>&1 &\n" % shlex.quote(self._declared[unit].path)
 
     def apply(self, unit, script):
         launcher = self._declared[unit]

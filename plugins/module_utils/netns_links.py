@@ -35,6 +35,7 @@ __metaclass__ = type
 import ipaddress
 import json
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Tuple
@@ -43,6 +44,7 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils import model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 NETNS_DIR = "/run/netns"
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_./:@=+-]+\Z")
 ETC_NETNS = "/etc/netns"
 MOUNTINFO = "/proc/self/mountinfo"
 # facts in the order they are created (and, reversed, removed)
@@ -107,6 +109,29 @@ def boot_commands(ns):
     return [NetnsLinks._create(f) for f in desired_facts(ns) if f[0] != "dns"]
 
 
+def shell_word(arg):
+    """``arg`` as one word of a boot command line (a systemd unit's or the boot hook's), or an error."""
+    if not _SAFE_WORD.match(arg):
+        raise NetconfineError("%r cannot be written into a boot unit" % (arg,), "name")
+    return arg
+
+
+def link_sysctls(policy):
+    """{namespace: ((key, value), ...)}: sysctls of the host side of each namespace's veth
+    (``net/ipv4/conf/vh-NAME/route_localnet``). They can only be set once the veth exists, so the boot
+    restore of sysctls leaves them out (``sysctl_state.boot_script``) and whoever builds the namespace
+    at boot sets them."""
+    return dict((n.name, tuple(sorted((i.key, i.value) for i in policy.resources
+                                      if isinstance(i, model.Sysctl) and n.host_link and i.link == n.host_link)))
+                for n in declared(policy).values())
+
+
+def boot_lines(ns, ip, sysctls=()):
+    """Shell command lines that build ``ns`` at boot and set its veth's ``sysctls`` (``link_sysctls``)."""
+    lines = [" ".join(shell_word(w) for w in [ip] + argv[1:]) for argv in boot_commands(ns)]
+    return lines + ["echo %s > /proc/sys/%s" % (shell_word(value), shell_word(key)) for key, value in sysctls]
+
+
 def _global_addresses(link):
     return ["%s/%d" % (_canonical(a["local"]), a["prefixlen"]) for a in link.get("addr_info", [])
             if a.get("scope") == "global" and "local" in a]
@@ -121,14 +146,17 @@ class NetnsLinks:
 
     name = "netns"
 
-    def __init__(self, run, ip, netns_dir=NETNS_DIR, etc_netns=ETC_NETNS, mountinfo=MOUNTINFO):
-        """``run(argv, data=None) -> (rc, out, err)``; ``ip`` is the path of iproute2's ``ip`` (or None)."""
+    def __init__(self, run, ip, netns_dir=NETNS_DIR, etc_netns=ETC_NETNS, mountinfo=MOUNTINFO, persistent=False):
+        """``run(argv, data=None) -> (rc, out, err)``; ``ip`` is the path of iproute2's ``ip`` (or None);
+        ``persistent``: ``persistence`` keeps ``boot_script`` for boot (where no namespace unit does it)."""
         self.run = run
         self.ip = ip
         self.netns_dir = netns_dir
         self.etc_netns = etc_netns
         self.mountinfo = mountinfo
+        self.persistent = persistent
         self._declared = {}
+        self._sysctls = {}
         self._present = True
 
     @property
@@ -137,8 +165,19 @@ class NetnsLinks:
 
     def units(self, policy):
         self._declared = declared(policy)
+        self._sysctls = link_sysctls(policy)
         self._present = policy.present
         return tuple(sorted(self._declared))
+
+    def boot_script(self, desired):
+        """The boot file of ``persistence`` (``*.netns-NAME``, run by ``netconfine-restore`` where systemd does
+        not run): build the namespace as the namespace unit would, unless it exists."""
+        if not desired:
+            return ""
+        (unit,) = desired
+        ns = self._declared[unit]
+        lines = ["test -e %s/%s && exit 0" % (self.netns_dir, shell_word(ns.name))]
+        return "".join(line + "\n" for line in lines + boot_lines(ns, self.ip or "ip", self._sysctls.get(unit, ())))
 
     # ---------------------------------------------------------- reading
 
@@ -378,5 +417,8 @@ def _paired(host, peer):
 
 
 def make_state(module, run):
-    """Factory for ``netfilter_task.run_module(..., states=(make_state, ...))``."""
-    return NetnsLinks(run, module.get_bin_path("ip"))
+    """Factory for ``netfilter_task.run_module(..., states=(make_state, ...))``. Where systemd runs the
+    namespace unit rebuilds the namespace at boot (``systemd_units``); elsewhere the boot restore does."""
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.systemd_units import systemd_running
+
+    return NetnsLinks(run, module.get_bin_path("ip"), persistent=not systemd_running())

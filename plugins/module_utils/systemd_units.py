@@ -43,7 +43,6 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import 
 UNIT_DIR = "/etc/systemd/system"
 SYSTEMD_RUNNING = "/run/systemd/system"
 NETNS_DIR = "/run/netns"
-_SAFE_WORD = re.compile(r"^[A-Za-z0-9_./:@=+-]+\Z")
 _VERSION_RE = re.compile(r"^systemd (\d+)")
 
 
@@ -60,20 +59,13 @@ def _quote(arg):
     return '"%s"' % arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
 
 
-def _shell_word(arg):
-    if not _SAFE_WORD.match(arg):
-        raise NetconfineError("%r cannot be written into a boot unit" % (arg,), "name")
-    return arg
-
-
 def render_namespace_unit(ns, ip, restore=None, link_sysctls=()):
     """Text of ``netconfine-ns-NAME.service`` (pure). ``ip``: path of ip(8); ``restore``: path of
     ``netconfine-restore`` when the task persists, else None; ``link_sysctls``: ((key, value), ...) of
     the host-side veth (``net/ipv4/conf/vh-NAME/route_localnet``), set once the veth exists."""
-    commands = [" ".join(_shell_word(w) for w in [ip] + argv[1:]) for argv in netns_links.boot_commands(ns)]
-    commands += ["echo %s > /proc/sys/%s" % (_shell_word(value), _shell_word(key)) for key, value in link_sysctls]
+    commands = netns_links.boot_lines(ns, ip, link_sysctls)
     if restore:
-        commands.append("/bin/sh %s %s" % (_shell_word(restore), ns.name))
+        commands.append("/bin/sh %s %s" % (netns_links.shell_word(restore), ns.name))
     body = "; \\\n  ".join(commands)
     # the pair by its host end first: at once, where the namespace's teardown takes the peer (and so the
     # pair) later, and the ExecStart of a restart would find the old host end
@@ -174,12 +166,8 @@ class SystemdUnits:
     def units(self, policy):
         launchers = dict((i.namespace, i) for i in policy.resources if isinstance(i, model.Launcher))
         self._declared = dict((n.name, (n, launchers.get(n.name))) for n in netns_links.declared(policy).values())
-        # sysctls of a veth we create (route_localnet): the boot restore, which runs before the link exists,
-        # leaves them out (sysctl_state.boot_script); the namespace unit sets them once it made the veth
-        self._link_sysctls = dict((n.name, tuple(sorted((i.key, i.value) for i in policy.resources
-                                                        if isinstance(i, model.Sysctl) and n.host_link and
-                                                        i.link == n.host_link)))
-                                  for n in netns_links.declared(policy).values())
+        # sysctls of a veth we create (route_localnet): the namespace unit sets them once it made the veth
+        self._link_sysctls = netns_links.link_sysctls(policy)
         return tuple(sorted(self._declared))
 
     def _paths(self, unit):

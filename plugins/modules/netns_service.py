@@ -165,6 +165,10 @@ options:
         clears the environment and runs O(service.exec). Start it from your init system, or with
         O(service.start). The sandbox settings need systemd and are refused there.
       - O(state=absent) stops the daemon and removes its unit or launcher.
+      - B(At boot) the unit's namespace unit rebuilds the namespace where systemd runs. Without systemd, with
+        O(persist), C(netconfine-boot) does (the namespace, its links, addresses, routes and the veth's
+        sysctls, then what was persisted inside it) and starts the launcher when O(service.start); have it run
+        at boot with O(boot_hook).
     type: dict
     suboptions:
       exec:
@@ -327,17 +331,28 @@ EXAMPLES = r"""
       socket_bind_allow: [tcp:10105]
       socket_bind_deny: [any]
 
-# What a handler runs after the daemon's configuration changed (the role's "netns_confine restart").
+# A host without systemd: netconfine-boot rebuilds the namespace and starts the launcher at boot,
+# run by ifupdown when it brings up the loopback.
+- name: The seed's daemon on a host without systemd, back after a reboot
+  paranoid.netconfine.netns_service:
+    name: web
+    subnet: 192.0.2.0/30
+    port_forwards: [{host_port: 10105}]
+    service: {exec: /usr/sbin/my-net-daemon, user: www-data, start: true}
+    boot_hook: if-pre-up
+
+# In a handler, after the daemon's configuration changed (what the role's "netns_confine restart" does):
+# the task's own parameters, and restart.
 - name: Restart the seed's daemon
   paranoid.netconfine.netns_service:
     name: web
     subnet: 192.0.2.0/30
-    port_forwards:
-      - host_port: 10105
     service:
       exec: /usr/sbin/my-net-daemon
       user: www-data
       start: true
+    port_forwards:
+      - host_port: 10105
     restart: true
 
 - name: Remove the namespace, its veth pair, resolv.conf and every host-side rule

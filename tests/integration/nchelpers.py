@@ -137,12 +137,13 @@ def sweep(own: bool = False) -> list[str]:
 
 
 def _idle_persist_dir() -> bool:
-    """Whether /etc/netconfine holds nothing but what namespace runs leave: the restore script, empty netns/."""
+    """Whether /etc/netconfine holds nothing but what namespace runs leave: the restore and boot scripts, empty netns/."""
     if not PERSIST_DIR.is_dir():
         return False
     names = set(os.listdir(PERSIST_DIR))
     netns_dir = PERSIST_DIR / "netns"
-    return names <= {"netconfine-restore", "netns"} and (not netns_dir.is_dir() or not os.listdir(netns_dir))
+    return (names <= {"netconfine-restore", "netconfine-boot", "netns"}
+            and (not netns_dir.is_dir() or not os.listdir(netns_dir)))
 
 
 def end_session() -> list[str]:

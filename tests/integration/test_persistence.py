@@ -13,13 +13,21 @@ The restore unit's ordering at a real boot under systemd is proven in the system
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nchelpers import ansible_playbook, boot_restore, connect_as, iptables_save, run
+import nchelpers
+from nchelpers import SYSTEM_PYTHON, ansible_playbook, boot_restore, connect_as, iptables_save, run
+from test_netns_service import PORT as SERVICE_PORT, TMP_DAEMON, UPLINK, ask, host_rules, links_of, seed_args, service
+# the site fixture, used by name
+from test_netns_service import site  # noqa: F401 pylint: disable=unused-import
 
 OWNER_RULE = "paranoid.netconfine.owner_rule"
 PORT = 992
@@ -163,3 +171,94 @@ def test_a_tool_starting_after_the_boot_restore(netns_host, persist_dir, other):
     assert again.changed is (other == "inserts"), again.result.get("diff")
     assert _output_jumps(ns) == ours + [tool]                     # ours first, the other tool's kept
     assert not converge_first().changed
+
+
+# --------------------------------------------------------------------------- a host without systemd: the boot hook
+
+BOOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _lose_everything(machine, name):
+    """What a reboot of the machine loses: the daemon, the namespace and its veth, our rules, forwarding."""
+    for pid in run("ip", "netns", "pids", name).stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    run("ip", "-n", machine, "link", "delete", "vh-" + name)
+    run("ip", "netns", "delete", name)
+    for cmd in ("iptables", "ip6tables"):
+        for table in ("filter", "nat"):
+            run(cmd, "-t", table, "-F", ns=machine)
+            run(cmd, "-t", table, "-X", ns=machine)
+    run("sysctl", "-qw", "net.ipv4.ip_forward=0", ns=machine)
+
+
+def _boot(machine, hook, hook_path):
+    """Run the hook in the machine's network namespace as boot runs it: ifupdown's run-parts of if-pre-up.d for
+    each interface it brings up (the loopback first), or rc.local as the rc.local service starts it."""
+    enter = ["nsenter", "--net=/run/netns/" + machine, "env", "-i", "PATH=" + BOOT_PATH]
+    if hook == "if-pre-up":
+        for iface in ("lo", "m0"):
+            subprocess.run(enter + ["IFACE=%s" % iface, "LOGICAL=%s" % iface, "ADDRFAM=inet", "MODE=start",
+                                    "PHASE=pre-up", "run-parts", "--exit-on-error", str(hook_path.parent)],
+                           check=True)
+    else:
+        subprocess.run(enter + [str(hook_path), "start"], check=True)
+
+
+@pytest.mark.parametrize("hook", ["if-pre-up", "rc.local"])
+def test_a_namespace_and_its_daemon_come_back_at_boot_without_systemd(site, make_user, tmp_path, hook):
+    """Issue 21 for hosts without systemd: boot_hook installs what runs netconfine-boot at boot, which rebuilds
+    netns_service's namespace (links, addresses, routes), the host-side rules and forwarding, and starts the
+    launcher; a second converge is changed=false; absent of the last task removes the hook."""
+    machine, client, name = site
+    user = make_user()
+    entry, script = nchelpers.user_file(user, TMP_DAEMON)
+    persist_dir = tmp_path / "netconfine"
+    hook_path = tmp_path / ("if-pre-up.d/netconfine" if hook == "if-pre-up" else "rc.local")
+    if hook == "rc.local":       # an admin's rc.local: our line goes before its exit 0, and only ours goes again
+        hook_path.write_text("#!/bin/sh -e\necho admin\nexit 0\n")
+        hook_path.chmod(0o755)
+    args = seed_args(name, "iptables", persist_dir=str(persist_dir), boot_hook=hook, boot_hook_path=str(hook_path),
+                     service={"exec": SYSTEM_PYTHON, "args": [str(script), str(SERVICE_PORT), name], "user": user,
+                              "working_directory": entry.pw_dir, "start": True})
+
+    checked = service(machine, args, check=True, diff=True)
+    assert checked.changed and str(hook_path) in checked.result["diff"]["after"]
+    assert not persist_dir.exists() and (hook == "rc.local" or not hook_path.exists())
+    first = service(machine, args)
+    assert first.changed and first.result["persisted"]["boot"] == "%s hook %s" % (hook, hook_path)
+    assert not service(machine, args).changed
+    task_dir = persist_dir / "netns" / machine
+    assert sorted(p.name for p in task_dir.iterdir()) == sorted(
+        "netns-%s.%s" % (name, unit) for unit in ("iptables-4", "sysctl-kernel", "netns-" + name,
+                                                  "launcher-" + name))
+    if hook == "rc.local":
+        lines = hook_path.read_text().splitlines()
+        assert lines[:2] == ["#!/bin/sh -e", "echo admin"] and lines[-1] == "exit 0" and "netconfine-boot" in lines[2]
+    applied = _counters_zero(host_rules(machine, "iptables"))
+    assert ask(client, UPLINK, SERVICE_PORT) == "uid=%d tmp=True" % entry.pw_uid
+    old = run("ip", "netns", "pids", name).stdout.split()
+
+    _lose_everything(machine, name)
+    assert ask(client, UPLINK, SERVICE_PORT).startswith("error")
+    assert links_of(machine, name) == {"netns": False, "vh": False, "resolv": True}
+    _boot(machine, hook, hook_path)
+
+    assert links_of(machine, name) == {"netns": True, "vh": True, "resolv": True}
+    assert _counters_zero(host_rules(machine, "iptables")) == applied
+    assert run("sysctl", "-n", "net.ipv4.ip_forward", ns=machine).stdout.strip() == "1"
+    deadline = time.monotonic() + 10
+    while ask(client, UPLINK, SERVICE_PORT) != "uid=%d tmp=True" % entry.pw_uid and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ask(client, UPLINK, SERVICE_PORT) == "uid=%d tmp=True" % entry.pw_uid
+    new = run("ip", "netns", "pids", name).stdout.split()
+    assert len(new) == 1 and new != old
+    again = service(machine, args, diff=True)
+    assert not again.changed, again.result.get("diff")
+
+    assert service(machine, dict(args, state="absent")).changed
+    assert list(task_dir.iterdir()) == []
+    if hook == "rc.local":
+        assert hook_path.read_text() == "#!/bin/sh -e\necho admin\nexit 0\n"
+    else:
+        assert not hook_path.exists()
+    assert not service(machine, dict(args, state="absent")).changed

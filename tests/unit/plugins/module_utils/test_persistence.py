@@ -88,3 +88,55 @@ def test_the_boot_file_leaves_out_the_sysctls_of_a_veth_the_namespace_unit_creat
     # the live run still sets it (what the engine applies is the full script)
     live = sysctl.script({}, sysctl.owned({}, policy, "kernel"), sysctl.render(policy, "kernel"))
     assert "net.ipv4.conf.vh-web.route_localnet = 1" in live
+
+
+def test_if_pre_up_hook_written_with_the_first_task_and_removed_with_the_last(tmp_path):
+    hook = tmp_path / "if-pre-up.d" / "netconfine"
+    state = PersistState([Seam()], str(tmp_path), "host", boot_hook="if-pre-up", hook_path=str(hook))
+    plan = json.loads(converge(state, model.Policy("a")))
+    assert str(hook) in plan["write"] and os.access(hook, os.X_OK)
+    text = hook.read_text()
+    assert '[ "${IFACE:-}" = lo ] || exit 0' in text and "/bin/sh %s/netconfine-boot" % tmp_path in text
+    assert not (tmp_path / "systemd").exists()
+    assert converge(state, model.Policy("a")) == ""
+    other = PersistState([Seam()], str(tmp_path), "netns/x", boot_hook="if-pre-up", hook_path=str(hook))
+    converge(other, model.Policy("b"))                         # another task, another namespace
+    assert json.loads(converge(state, model.Policy("a", present=False)))["remove"] == [
+        str(tmp_path / "host" / "a.fake-4")]                    # the hook stays for b
+    assert hook.exists()
+    plan = json.loads(converge(other, model.Policy("b", present=False)))
+    assert sorted(plan["remove"]) == [str(hook), str(tmp_path / "netns" / "x" / "b.fake-4")]
+    assert not hook.exists() and converge(other, model.Policy("b", present=False)) == ""
+
+
+def test_rc_local_line_before_exit_and_only_ours_removed(tmp_path):
+    rc = tmp_path / "rc.local"
+    rc.write_text("#!/bin/sh -e\necho admin\nexit 0\n")
+    state = PersistState([Seam()], str(tmp_path), "host", boot_hook="rc.local", hook_path=str(rc))
+    converge(state, model.Policy("a"))
+    lines = rc.read_text().splitlines()
+    assert lines[:2] == ["#!/bin/sh -e", "echo admin"] and lines[3] == "exit 0"
+    assert lines[2].startswith("/bin/sh %s/netconfine-boot " % tmp_path)
+    assert converge(state, model.Policy("a")) == ""
+    rc.write_text(rc.read_text().replace("netconfine-boot ||", "netconfine-boot  ||"))   # drift
+    assert converge(state, model.Policy("a")) and rc.read_text().count("paranoid.netconfine") == 1
+    converge(state, model.Policy("a", present=False))
+    assert rc.read_text() == "#!/bin/sh -e\necho admin\nexit 0\n"
+    # a missing rc.local is created executable, and removed again when only ours was in it
+    rc.unlink()
+    converge(state, model.Policy("a"))
+    assert os.access(rc, os.X_OK) and rc.read_text().splitlines()[-1] == "exit 0"
+    converge(state, model.Policy("a", present=False))
+    assert not rc.exists()
+
+
+def test_boot_hook_none_removes_our_hooks_and_writes_no_unit(tmp_path, monkeypatch):
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import persistence
+
+    hook = tmp_path / "if-pre-up.d" / "netconfine"
+    monkeypatch.setitem(persistence.HOOK_PATHS, "if-pre-up", str(hook))
+    monkeypatch.setitem(persistence.HOOK_PATHS, "rc.local", str(tmp_path / "rc.local"))
+    converge(PersistState([Seam()], str(tmp_path), "host", boot_hook="if-pre-up"), model.Policy("a"))
+    assert hook.exists()
+    plan = json.loads(converge(PersistState([Seam()], str(tmp_path), "host", boot_hook="none"), model.Policy("a")))
+    assert plan["remove"] == [str(hook)] and not hook.exists()
