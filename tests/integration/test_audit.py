@@ -1,5 +1,7 @@
 """playbooks/audit.yml, for real: a converged namespace host, one owned rule deleted by hand -> the audit
-shows the host drifted with that rule line, changes nothing, and its HTML page renders in headless Chromium."""
+shows the host drifted with that rule line, exits non-zero (2, a failed task on localhost; with
+netconfine_audit_fail=false it only reports and exits 0), changes nothing, and its HTML page renders in
+headless Chromium."""
 
 from __future__ import annotations
 
@@ -46,16 +48,17 @@ def audited_host(netns_host, make_user, listener, tmp_path):
     return ns, hosts, ("-i", str(groups))
 
 
-def audit(hosts, inventory, out: Path):
-    play = ansible_playbook(AUDIT, hosts, {"netconfine_audit_dir": str(out)}, args=inventory)
-    assert play.rc == 0, play.output
+def audit(hosts, inventory, out: Path, rc=0, **extra):
+    play = ansible_playbook(AUDIT, hosts, {"netconfine_audit_dir": str(out), **extra}, args=inventory)
+    assert play.rc == rc, play.output
     return play, (out / "audit.md").read_text(), (out / "audit.html").read_text()
 
 
 def test_audit_in_sync_then_drifted_with_the_missing_line(audited_host, tmp_path):
     ns, hosts, inventory = audited_host
-    _play, md, html = audit(hosts, inventory, tmp_path / "a")
+    play, md, html = audit(hosts, inventory, tmp_path / "a")
     assert f"## {ns}: in sync" in md, md
+    assert "audit: every host in sync" in play.output, play.output
     assert "tunnel_guard: root -> [::1]:992/tcp | allowed | connected | \u2713" in md
 
     # delete the REJECT rule of the owned chain by hand (IPv4)
@@ -64,11 +67,15 @@ def test_audit_in_sync_then_drifted_with_the_missing_line(audited_host, tmp_path
     run("iptables", "-D", *shlex.split(line)[1:], ns=ns)
     assert line not in iptables_save(ns, 4, "filter")
 
-    play, md, html = audit(hosts, inventory, tmp_path / "b")
+    play, md, html = audit(hosts, inventory, tmp_path / "b", rc=2)     # drifted: the audit fails (for CI)
+    assert f"audit: 1 host(s) not in sync: {ns}: drifted" in play.output, play.output
+    assert play.stats[ns]["failures"] == 0 and play.stats["localhost"]["failures"] == 1, play.output
     assert f"## {ns}: drifted" in md, md
     assert "+" + line in md, md                          # the missing rule line, as what should be there
     assert re.search(r"tunnel_guard: \S+ -> 127\.0\.0\.1:992/tcp \| refused \| connected \| \u2717", md), md
     assert line not in iptables_save(ns, 4, "filter")    # the audit changed nothing
+    only_report, md_only, _html = audit(hosts, inventory, tmp_path / "c", netconfine_audit_fail=False)
+    assert f"## {ns}: drifted" in md_only and "+" + line in md_only, md_only
     assert "<script" not in html and "http" not in html.replace('lang="en"', "")  # self-contained
     assert f'id="host-{ns}"' in html and "drifted" in html
 
