@@ -475,6 +475,7 @@ class IptablesBackend:
         (those iptables-save already shows). iptables-legacy: every nftables table."""
         builtins = shadowing.hooked_builtins(policy)
         hooks = [shadowing.NFT_HOOK_OF[b] for b in builtins]
+        own = shadowing.own_chains(policy)
         families = [f for f in policy.families if self.bins.get(f)]
         by_variant = {"nf_tables": [], "legacy": []}
         for family in families:
@@ -484,9 +485,10 @@ class IptablesBackend:
             items = layers.nft_ruleset()
             if by_variant["nf_tables"]:
                 out += shadowing.describe_nft(shadowing.nft_deciders(
-                    items, by_variant["nf_tables"], hooks, skip=shadowing.xtables_skip(items)), "iptables-nft's table")
+                    items, by_variant["nf_tables"], hooks, skip=shadowing.xtables_skip(items), own=own),
+                    "iptables-nft's table")
             if by_variant["legacy"]:
-                out += shadowing.describe_nft(shadowing.nft_deciders(items, by_variant["legacy"], hooks),
+                out += shadowing.describe_nft(shadowing.nft_deciders(items, by_variant["legacy"], hooks, own=own),
                                               "iptables-legacy's table")
         return out
 

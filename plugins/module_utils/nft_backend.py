@@ -462,7 +462,8 @@ class NftablesBackend:
         builtins = shadowing.hooked_builtins(policy)
         hooks = [shadowing.NFT_HOOK_OF[b] for b in builtins]
         out = shadowing.describe_nft(shadowing.nft_deciders(layers.nft_ruleset(), policy.families, hooks,
-                                                            skip=(TABLE,)), "table %s" % TABLE)
+                                                            skip=(TABLE,), own=shadowing.own_chains(policy)),
+                                     "table %s" % TABLE)
         return out + shadowing.legacy_warnings(layers, policy.families, builtins, "nftables")
 
     def _cgroup2_hidden(self):

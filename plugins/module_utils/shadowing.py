@@ -31,6 +31,8 @@ __metaclass__ = type
 import json
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import CHAIN_PREFIX
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import TABLE as OUR_NFT_TABLE
 
 PROC_TABLES = {4: "/proc/net/ip_tables_names", 6: "/proc/net/ip6_tables_names"}
 FAMILY_NAME = {4: "IPv4", 6: "IPv6"}
@@ -48,6 +50,11 @@ def means_to_allow(policy):
     """Whether the policy accepts anything: only then can another layer's drop override our verdict."""
     return policy.present and any(isinstance(rule.target, model.Verdict) and rule.target.name == "ACCEPT"
                                   for chain in policy.chains for rule in chain.rules)
+
+
+def own_chains(policy):
+    """The names of the policy's chains: the same on both backends, so a switch of backend finds its old ones."""
+    return frozenset(chain.name for chain in policy.chains)
 
 
 def hooked_builtins(policy):
@@ -172,9 +179,16 @@ def _statements(value):
             yield from _statements(inner)
 
 
-def nft_deciders(items, families, hooks, skip=()):
-    """[(family, table, chain, hook, prio, why)] of base chains outside ``skip`` ("family name" strings)
-    at one of ``hooks`` ("output", ...) in a family that sees ``families`` (4, 6) and can drop or reject."""
+def nft_deciders(items, families, hooks, skip=(), own=()):
+    """[(family, table, chain, hook, prio, why, ours)] of base chains outside ``skip`` ("family name" strings)
+    at one of ``hooks`` ("output", ...) in a family that sees ``families`` (4, 6) and can drop or reject.
+
+    ``own``: the task's own chain names (the same on both backends; ``NAME.N`` helper chains included). Their
+    drops do not count: they are the task's own rules on the other backend, which this run removes.
+
+    ``ours`` names the backend of this collection's own tasks whose rules decide there (``nftables``: the
+    chain is in our table; ``iptables``: a drop or reject is in an ``NC-`` chain of iptables-nft's tables),
+    else ``None``: tasks of one host on two backends put two layers at the hook."""
     wanted = set(f for family in families for f in NFT_FAMILIES[family])
     chains, rules = {}, {}
     for item in items or ():
@@ -187,22 +201,26 @@ def nft_deciders(items, families, hooks, skip=()):
     memo = {}
 
     def decides(key, seen=()):
+        """-> (whether the chain can drop or reject, whether one of our NC- chains does)."""
         if key not in memo:
-            memo[key] = False
-            found = False
-            for expr in rules.get(key, ()):
+            memo[key] = (False, False)
+            found = ours = False
+            mine = key[2].split(".")[0] in own
+            for expr in () if mine else rules.get(key, ()):
                 for stmt in _statements(expr):
                     xt = stmt.get("xt")
                     if "drop" in stmt or "reject" in stmt or (
                             isinstance(xt, dict) and xt.get("type") == "target" and xt.get("name") in _VERDICTS_THAT_DECIDE):
                         found = True    # iptables-nft writes REJECT as an xtables target ("xt")
+                        ours = ours or key[2].startswith(CHAIN_PREFIX)
                     for kind in ("jump", "goto"):
                         target = stmt.get(kind)
                         if isinstance(target, dict) and "target" in target:
                             inner = (key[0], key[1], target["target"])
-                            if inner not in seen and decides(inner, seen + (key,)):
-                                found = True
-            memo[key] = found
+                            if inner not in seen:
+                                inner_found, inner_ours = decides(inner, seen + (key,))
+                                found, ours = found or inner_found, ours or inner_ours
+            memo[key] = (found, ours)
         return memo[key]
 
     out = []
@@ -216,18 +234,26 @@ def nft_deciders(items, families, hooks, skip=()):
         why = []
         if ch.get("policy") == "drop":
             why.append("policy drop")
-        if decides(key):
+        found, ours = decides(key)
+        if found:
             why.append("rules that drop or reject")
         if why:
-            out.append((family, table, name, ch["hook"], ch.get("prio", 0), " and ".join(why)))
+            backend = "nftables" if "%s %s" % (family, table) == OUR_NFT_TABLE else "iptables" if ours else None
+            out.append((family, table, name, ch["hook"], ch.get("prio", 0), " and ".join(why), backend))
     return out
 
 
 def describe_nft(deciders, ours):
-    return ["nftables table %s %s, base chain %s (hook %s, priority %s): %s. Every table at a hook sees the "
-            "packet: an accept in %s does not override a drop there"
-            % (family, table, chain, hook, prio, why, ours)
-            for family, table, chain, hook, prio, why in deciders]
+    lines = []
+    for family, table, chain, hook, prio, why, backend in deciders:
+        line = ("nftables table %s %s, base chain %s (hook %s, priority %s): %s. Every table at a hook sees the "
+                "packet: an accept in %s does not override a drop there" % (family, table, chain, hook, prio, why, ours))
+        if backend:
+            line += ("; those are paranoid.netconfine's own rules, of tasks on backend %s: give every task on this "
+                     "host the same backend (the option backend, or the role's <role>_backend) to keep them in one "
+                     "layer" % backend)
+        lines.append(line)
+    return lines
 
 
 def xtables_skip(items):

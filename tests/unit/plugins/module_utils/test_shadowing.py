@@ -88,17 +88,42 @@ RULESET = _ruleset(
 
 def test_nft_deciders_find_drops_and_rejects_at_the_hook_through_jumps_vmaps_and_xt_targets():
     found = shadowing.nft_deciders(RULESET, (4,), ["output"], skip=("inet netconfine",))
-    assert [(f, t, c, why) for f, t, c, _h, _p, why in found] == [
+    assert [(f, t, c, why) for f, t, c, _h, _p, why, _ours in found] == [
         ("inet", "fw", "out", "rules that drop or reject"),
         ("inet", "vmap", "out", "rules that drop or reject"),
         ("ip", "filter", "OUTPUT", "rules that drop or reject"),
     ]
     six = shadowing.nft_deciders(RULESET, (6,), ["output"], skip=("inet netconfine",) +
                                  tuple(shadowing.xtables_skip(RULESET)))
-    assert [(f, t, why) for f, t, _c, _h, _p, why in six] == [
+    assert [(f, t, why) for f, t, _c, _h, _p, why, _ours in six] == [
         ("inet", "fw", "rules that drop or reject"), ("inet", "vmap", "rules that drop or reject"),
         ("ip6", "v6only", "policy drop")]
     assert shadowing.nft_deciders(None, (4, 6), ["output"]) == []
+
+
+# crueller in the lab before: tunnel_guard on nftables (table inet netconfine), user_egress on iptables-nft
+OURS = _ruleset(
+    ("inet", "netconfine", [("filter_output", dict(OUT, prio=-1), [[{"jump": {"target": "NC-tunnel-1"}}]]),
+                            ("NC-tunnel-1", {}, [[{"reject": None}]])]),
+    ("ip", "filter", [("OUTPUT", dict(OUT, prio=0), [[{"jump": {"target": "NC-egress-2"}}], [{"drop": None}]]),
+                      ("NC-egress-2", {}, [[{"xt": {"type": "target", "name": "REJECT"}}]])]),
+    ("ip", "other", [("OUTPUT", OUT, [[{"drop": None}]])]),
+)
+
+
+def test_nft_deciders_name_the_backend_of_our_own_tasks_and_the_warning_says_what_to_do():
+    found = shadowing.nft_deciders(OURS, (4,), ["output"])
+    assert [(t, c, ours) for _f, t, c, _h, _p, _why, ours in found] == [
+        ("netconfine", "filter_output", "nftables"), ("filter", "OUTPUT", "iptables"), ("other", "OUTPUT", None)]
+    lines = shadowing.describe_nft(found, "table inet netconfine")
+    assert lines[1].endswith("those are paranoid.netconfine's own rules, of tasks on backend iptables: give every "
+                             "task on this host the same backend (the option backend, or the role's <role>_backend) "
+                             "to keep them in one layer")
+    assert "backend nftables" in lines[0] and "paranoid.netconfine" not in lines[2]
+    # the task's own chains on the other backend (a switch of backend removes them in the same run) do not count
+    mine = shadowing.nft_deciders(OURS, (4,), ["output"], own=frozenset(["NC-tunnel-1", "NC-egress-2"]))
+    assert [(t, c, ours) for _f, t, c, _h, _p, _why, ours in mine] == [
+        ("filter", "OUTPUT", None), ("other", "OUTPUT", None)]     # ip filter OUTPUT's own drop is left
 
 
 class FakeRun:
