@@ -2,7 +2,8 @@
 
 Every namespace is named ``ncb-<pid>-<n>`` after the benchmark process that made
 it; :func:`sweep` removes those of benchmark processes that are gone (a killed
-run) and never touches anything else (tests use ``nct-``, the lab ``nclab-``).
+run), with what the module persisted for them, and never touches anything else (tests use
+``nct-``, the lab ``nclab-``).
 Nothing here touches the host's own firewall: every netfilter command runs
 inside a namespace.
 """
@@ -12,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
+PERSIST_DIR = Path("/etc/netconfine")
 PREFIX = "ncb"
 _NAME_RE = re.compile(r"^%s-([0-9]+)-[0-9]+$" % PREFIX)
 _counter = 0
@@ -55,6 +58,8 @@ def delete(names) -> None:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         run("ip", "netns", "del", name, check=False)
+        # what the module persisted for this namespace (persist: true, the default persist_dir)
+        shutil.rmtree(PERSIST_DIR / "netns" / name, ignore_errors=True)
 
 
 @contextlib.contextmanager
