@@ -8,8 +8,10 @@ release; do not import it from elsewhere.
 
 Each probe runs in a child process of its own (``os.fork``), which drops to the
 probe's identity first (``setgroups``, ``setresgid``, ``setresuid``: the order
-matters, see setresuid(2)) and only then opens its socket, so netfilter's owner
-match sees exactly that user and those groups. Nothing on the host is changed.
+matters, see setresuid(2)), enters the probe's SELinux type when it has one,
+and only then opens its socket, so netfilter's owner match sees exactly that
+user and those groups, and SELinux (SECMARK's packet checks) that domain.
+Nothing on the host is changed.
 
 Outcomes (``OUTCOMES``), from what the kernel reports to the sender:
 
@@ -37,6 +39,7 @@ import json
 import math
 import os
 import pwd
+import re
 import select
 import signal
 import socket
@@ -54,6 +57,7 @@ FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_I
 PING_PATH = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 # Extra seconds a child may take beyond its timeout (fork, resolving, exec of ping) before it is killed.
 GRACE = 5.0
+_SELINUX_TYPE = re.compile(r"^[A-Za-z0-9_]+$")
 
 _ERRNO_OUTCOME = {
     errno.ECONNREFUSED: "refused",
@@ -72,7 +76,9 @@ _ERRNO_OUTCOME = {
 }
 
 Identity = namedtuple("Identity", "user uid group gid groups")
-Probe = namedtuple("Probe", "index name identity protocol host port family timeout receive payload expect")
+Probe = namedtuple("Probe", "index name identity protocol host port family timeout receive payload expect selinux_type")
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"     # exists where SELinux is enabled (enforcing or permissive)
+SELINUX_CURRENT = "/proc/thread-self/attr/current"
 
 
 # --------------------------------------------------------------------------- building probes from params
@@ -176,22 +182,32 @@ def build_probes(items, default_timeout):
         if expect is not None and expect not in EXPECTATIONS:
             raise NetconfineError("must be one of %s, got %r" % (", ".join(EXPECTATIONS), expect), field + ".expect")
         ident = build_identity(item.get("user"), item.get("group"), item.get("supplementary_groups"), field)
+        selinux_type = item.get("selinux_type")
+        if selinux_type is not None:
+            if not _SELINUX_TYPE.match(selinux_type):
+                raise NetconfineError("must be an SELinux type name (letters, digits, _), got %r" % (selinux_type,),
+                                      field + ".selinux_type")
+            if not os.path.exists(SELINUX_ENFORCE):
+                raise NetconfineError("SELinux is not enabled on this host (no %s)" % SELINUX_ENFORCE,
+                                      field + ".selinux_type")
         name = item.get("name") or default_name(ident, protocol, host, port, item.get("group"),
-                                                item.get("supplementary_groups"))
+                                                item.get("supplementary_groups"), selinux_type)
         payload = (item.get("payload") or "netconfine probe\n").encode("utf-8")
         probes.append(Probe(index, name, ident, protocol, host, port, FAMILIES[item.get("family") or "any"],
-                            timeout, bool(item.get("receive")), payload, expect))
+                            timeout, bool(item.get("receive")), payload, expect, selinux_type))
     return probes
 
 
-def default_name(ident, protocol, host, port, group=None, supplementary=None):
+def default_name(ident, protocol, host, port, group=None, supplementary=None, selinux_type=None):
     """``nobody -> 127.0.0.1:992/tcp``, ``root -> [::1]/icmp``, ``alice (as noinet) -> ...``,
-    ``bob (groups wheel) -> ...``, ``bob (no groups) -> ...``."""
+    ``bob (groups wheel) -> ...``, ``bob (no groups) -> ...``, ``root (in mozilla_t) -> ...``."""
     who = ident.user
     if group is not None:
         who += " (as %s)" % ident.group
     if supplementary is not None:
         who += " (groups %s)" % ",".join(str(g) for g in supplementary) if supplementary else " (no groups)"
+    if selinux_type is not None:
+        who += " (in %s)" % selinux_type
     where = "[%s]" % host if ":" in host else host
     return "%s -> %s%s/%s" % (who, where, ":%d" % port if port else "", protocol)
 
@@ -365,6 +381,25 @@ def become(ident):
     os.setresuid(ident.uid, ident.uid, ident.uid)
 
 
+def enter_selinux_type(selinux_type):
+    """Switch this process (a forked, single-threaded child) to ``selinux_type``, keeping the user, role and
+    level of its SELinux context: what setcon(3) does. The policy must allow the current domain
+    ``process dyntransition`` to it (and itself ``setcurrent``); otherwise this raises the kernel's error."""
+    with open(SELINUX_CURRENT, "rb") as attr:
+        parts = attr.read().decode("ascii", "replace").rstrip("\0\n").split(":")
+    if len(parts) < 3:
+        raise OSError(errno.EINVAL, "unexpected SELinux context %r" % ":".join(parts))
+    parts[2] = selinux_type
+    fd = os.open(SELINUX_CURRENT, os.O_WRONLY)      # a fresh open: the kernel takes a write at offset 0 only
+    try:
+        os.write(fd, ":".join(parts).encode("ascii"))
+    except OSError as exc:
+        raise OSError(exc.errno, "cannot enter the SELinux type %s (from %s): %s; the policy must allow "
+                      "process dyntransition to it" % (selinux_type, ":".join(parts[:2]), os.strerror(exc.errno)))
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- running many (in the module)
 
 def _child(probe, write_fd):
@@ -373,6 +408,8 @@ def _child(probe, write_fd):
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         become(probe.identity)
+        if probe.selinux_type is not None:
+            enter_selinux_type(probe.selinux_type)
         result = attempt(probe)
     except Exception as exc:  # reported, never raised: the child must not return into the module
         result = {"failed": True, "error": "%s: %s" % (type(exc).__name__, exc)}
@@ -420,6 +457,8 @@ def describe(probe, result, elapsed):
     }
     if result.get("received"):
         out["received"] = result["received"][:200]
+    if probe.selinux_type is not None:
+        out["selinux_type"] = probe.selinux_type
     out["as_expected"] = None if probe.expect is None or out["failed"] else matches(probe.expect, out["outcome"])
     return out
 

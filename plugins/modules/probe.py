@@ -65,6 +65,16 @@ options:
             A group listed here but not as O(probes[].group) is membership only, what C(--suppl-groups) matches.
         type: list
         elements: str
+      selinux_type:
+        description:
+          - SELinux type (domain) the probe runs in, like C(runcon -t TYPE); the user, role and level of the module's
+            context are kept. This is the domain that SELinux checks the packets against, so that a probe proves
+            what a P(paranoid.netconfine.secmark_label#module) policy grants (V(mozilla_t) may send
+            C(myhttp_client_packet_t), another domain may not).
+          - The child switches after the identity switch, without an exec (as C(setcon) does), so the policy must
+            allow the module's domain C(process dyntransition) to TYPE. A probe whose switch is refused fails (it is
+            not a denial). An error when SELinux is not enabled on the host.
+        type: str
       protocol:
         description:
           - V(tcp) opens a connection, V(udp) sends one datagram and waits for an answer, V(icmp) sends one echo
@@ -122,6 +132,7 @@ notes:
     policy it proves, which is what this module does.
 seealso:
   - module: paranoid.netconfine.owner_rule
+  - module: paranoid.netconfine.secmark_label
 """
 
 EXAMPLES = r"""
@@ -144,6 +155,14 @@ EXAMPLES = r"""
       - {name: "bob may not ping", user: bob, protocol: icmp, host: 192.0.2.2, expect: denied}
   become: true
   register: egress
+
+- name: Only the proxy's one domain may reach it (seed 003, a paranoid.netconfine.secmark_label policy)
+  paranoid.netconfine.probe:
+    fail_on_mismatch: true
+    probes:
+      - {selinux_type: mozilla_t, host: 192.0.2.80, port: 80, expect: allowed}
+      - {selinux_type: user_t, host: 192.0.2.80, port: 80, expect: denied}
+  become: true
 
 - name: Show what was denied
   ansible.builtin.debug:
@@ -219,6 +238,11 @@ probes:
       description: The error text the kernel (or ping) gave; empty when connected.
       type: str
       sample: Connection refused
+    selinux_type:
+      description: O(probes[].selinux_type) as given.
+      type: str
+      returned: when O(probes[].selinux_type) was given
+      sample: mozilla_t
     received:
       description: The first bytes the peer sent (up to 200 characters), with O(probes[].receive), for udp and icmp.
       type: str
@@ -263,6 +287,7 @@ ARGUMENT_SPEC = dict(
         user=dict(type="str"),
         group=dict(type="str"),
         supplementary_groups=dict(type="list", elements="str"),
+        selinux_type=dict(type="str"),
         protocol=dict(type="str", default="tcp", choices=list(reachability.PROTOCOLS)),
         host=dict(type="str", required=True),
         port=dict(type="int"),

@@ -8,15 +8,21 @@ in a temporary file ($NCLAB_STATE), then run the real down.yml against it.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 import nchelpers
 
 LAB_STATE = nchelpers.ROOT / "scripts" / "lab-state"
 DOWN = nchelpers.ROOT / "playbooks" / "lab" / "down.yml"
+SELINUX_GUESTS = nchelpers.ROOT / "playbooks" / "lab" / "selinux_guests.yml"
+SELINUX_GUEST = nchelpers.ROOT / "scripts" / "selinux-guest"
 INVENTORY = nchelpers.ROOT / "playbooks" / "lab" / "inventory.yml"
 
 
@@ -30,12 +36,16 @@ def lab_state(state, *args, ns=None):
     return proc.stdout
 
 
-def down(state):
+def play(state, playbook=DOWN, inventory=INVENTORY):
     env = dict(os.environ, NCLAB_STATE=str(state), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([str(nchelpers.ANSIBLE_PLAYBOOK), "-i", str(INVENTORY), str(DOWN)],
-                          capture_output=True, text=True, env=env, timeout=300, check=False, cwd=nchelpers.ROOT)
+    proc = subprocess.run([str(nchelpers.ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)],
+                          capture_output=True, text=True, env=env, timeout=900, check=False, cwd=nchelpers.ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def down(state):
+    return play(state)
 
 
 def group_exists(name):
@@ -138,3 +148,47 @@ def make_group_named(cleanup, name):
     nchelpers.account("groupadd", name)
     cleanup.callback(nchelpers.account, "groupdel", name, check=False)
     return name
+
+
+def test_the_lab_boots_its_selinux_guest_once_with_the_proxy_and_down_removes_them(tmp_path, make_netns):
+    """playbooks/lab/selinux_guests.yml (selinuxhost) for a guest of the test's own: booted enforcing, the proxy
+    answering on 192.0.2.80:80 in its namespace, a second run changes nothing, down stops both, removes its files."""
+    ns = make_netns()
+    guest_dir = tmp_path / "guest"
+    state = tmp_path / "run" / "made"
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"vars": {"lab_state": str(LAB_STATE)}, "children": {
+        "lab_selinux_guests": {"hosts": {"guest": {"ansible_netns": ns, "lab_guest_dir": str(guest_dir)}}}}}}))
+
+    first = play(state, SELINUX_GUESTS, inventory)
+    assert re.search(r"localhost\s+: ok=3\s+changed=3 ", first), first
+    pid = int((guest_dir / "pid").read_text())
+    proxy = int((guest_dir / "proxy.pid").read_text())
+    assert group_alive(pid) and nchelpers.run("ip", "netns", "identify", str(proxy)).stdout.strip() == ns
+    getenforce = subprocess.run(["bash", str(SELINUX_GUEST), "ssh", str(guest_dir), "getenforce"],
+                                capture_output=True, text=True, timeout=120, check=False)
+    assert getenforce.stdout.strip() == "Enforcing", getenforce.stdout + getenforce.stderr
+    greeting = nchelpers.run("socat", "-T3", "-", "TCP:192.0.2.80:80", ns=ns)
+    assert greeting.stdout == "proxy-hello\n", greeting
+
+    assert re.search(r"localhost\s+: ok=3\s+changed=0 ", play(state, SELINUX_GUESTS, inventory))
+    assert int((guest_dir / "pid").read_text()) == pid
+
+    out = down(state)
+    deadline = time.monotonic() + 10
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(pid), "the guest's process group survived down\n" + out
+    assert not Path(f"/proc/{proxy}").exists() and not guest_dir.exists(), out
+
+
+def test_the_selinux_guest_says_why_it_cannot_run_on_a_machine_without_its_tools(tmp_path):
+    """scripts/selinux-guest image: exit 3 and the missing tools (what scripts/lab puts in its report)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "find", "sort", "tail", "cut", "sha256sum", "cat", "mkdir", "dirname"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    proc = subprocess.run(["bash", str(SELINUX_GUEST), "image"], env=dict(os.environ, PATH=str(bin_dir)),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 3 and proc.stdout == "", proc.stdout + proc.stderr
+    assert "missing: linux.uml debootstrap mkfs.ext4 ssh nc" in proc.stderr, proc.stderr

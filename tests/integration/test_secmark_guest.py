@@ -29,6 +29,10 @@ ROLE_VARS = {
     "secmark_policy_labels": [{"direction": "output", "protocol": "tcp", "destination": [PROXY],
                                "destination_port": "80", "packet_type": "myhttp_client_packet_t"}],
 }
+# the role's probes, each run in a domain (probe's selinux_type: the child switches to it, as runcon -t does)
+VERIFY = [{"name": "a", "selinux_type": "nctest_a_t", "host": PROXY, "port": 80, "receive": True, "expect": "allowed"},
+          {"name": "b", "selinux_type": "nctest_b_t", "host": PROXY, "port": 80, "expect": "denied"}]
+PROBES = "paranoid.netconfine.secmark_policy : Probe what must still work once the packets are labelled"
 PLAY = yaml.safe_dump([{"hosts": "all", "gather_facts": False,
                         "roles": [{"role": "paranoid.netconfine.secmark_policy"}]}])
 # A short HTTP-ish exchange: connect, read the greeting. The test domains may not write to the ssh
@@ -109,6 +113,11 @@ def test_enforcing_guest_scenario():
         assert commit_num(guest) == store1
 
         # behaviour under enforcing: the granted domain reaches the proxy, the other is denied with an AVC
+        _res, play = role(guest, netconfine_verify=True, netconfine_verify_fail=False, secmark_policy_verify=VERIFY)
+        probes = {p["name"]: p for p in play.task("selinuxhost", PROBES).result["probes"]}
+        assert probes["a"]["outcome"] == "connected" and probes["a"]["received"] == "proxy-hello\n", probes
+        assert probes["b"]["outcome"] != "connected" and not probes["b"]["failed"], probes
+        assert probes["b"]["as_expected"] and probes["b"]["selinux_type"] == "nctest_b_t", probes
         assert reach(guest, "nctest_a_t") == 0
         assert reach(guest, "nctest_b_t") in (2, 3)     # the send check drops the SYN (connect fails)
         avc = guest.ssh("grep 'avc:.*denied.*nctest_b_t.*myhttp_client_packet_t.*tclass=packet' "

@@ -46,6 +46,23 @@ def test_bad_probe_names_the_field(item, field, text):
     assert text in str(err.value)
 
 
+def test_selinux_type_is_a_type_name_and_needs_selinux(tmp_path, monkeypatch):
+    monkeypatch.setattr(reachability, "SELINUX_ENFORCE", str(tmp_path / "enforce"))
+    for bad in ("nctest_a_t:s0", "a b", ""):
+        with pytest.raises(NetconfineError) as err:
+            build(host="192.0.2.80", port=80, selinux_type=bad)
+        assert err.value.field == "probes[0].selinux_type" and "SELinux type name" in str(err.value)
+    with pytest.raises(NetconfineError) as err:
+        build(host="192.0.2.80", port=80, selinux_type="nctest_a_t")
+    assert err.value.field == "probes[0].selinux_type" and "SELinux is not enabled" in str(err.value)
+    (tmp_path / "enforce").write_text("1")
+    probe = build(host="192.0.2.80", port=80, selinux_type="nctest_a_t")
+    assert probe.selinux_type == "nctest_a_t"
+    assert probe.name == "%s (in nctest_a_t) -> 192.0.2.80:80/tcp" % probe.identity.user
+    assert reachability.describe(probe, {"outcome": "connected"}, 0.1)["selinux_type"] == "nctest_a_t"
+    assert "selinux_type" not in reachability.describe(build(host="::1", port=1), {"outcome": "connected"}, 0.1)
+
+
 def test_defaults_are_the_module_identity_and_tcp():
     probe = build(host="127.0.0.1", port=992)
     assert probe.identity.uid == os.geteuid()
