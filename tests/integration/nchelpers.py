@@ -394,6 +394,20 @@ def _delete_netns(name: str) -> None:
     shutil.rmtree(PERSIST_DIR / "netns" / name, ignore_errors=True)
 
 
+def reboot(ns: str) -> None:
+    """Lose everything the kernel held for ``ns``, as a reboot does; keep its name (and so its files).
+
+    Its veth pairs are deleted first, by their end in ``ns``: ``ip netns del`` leaves them to the kernel's
+    asynchronous namespace teardown, so a peer in another namespace (a guest's eth0) could still exist
+    when the host's network setup makes the pair again ("RTNETLINK answers: File exists").
+    """
+    for link in json.loads(run("ip", "-j", "link", "show", "type", "veth", ns=ns).stdout or "[]"):
+        run("ip", "-n", ns, "link", "delete", link["ifname"])
+    run("ip", "netns", "del", ns)
+    run("ip", "netns", "add", ns)
+    run("ip", "link", "set", "lo", "up", ns=ns)
+
+
 @contextlib.contextmanager
 def netns(name: str | None = None) -> Iterator[str]:
     """A new network namespace with ``lo`` up; killed processes and deleted on exit."""

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import nchelpers
-from nchelpers import SYSTEM_PYTHON, ansible_playbook, boot_restore, connect_as, iptables_save, run
+from nchelpers import SYSTEM_PYTHON, ansible_playbook, boot_restore, connect_as, reboot, iptables_save, run
 from test_netns_service import PORT as SERVICE_PORT, TMP_DAEMON, UPLINK, ask, host_rules, links_of, seed_args, service
 # the site fixture, used by name
 from test_netns_service import site  # noqa: F401 pylint: disable=unused-import
@@ -43,13 +43,6 @@ def converge(ns, persist_dir, backend, *, name="guard", state="present", check=F
     (res,) = [r for r in result.results[ns] if r.action == OWNER_RULE]
     assert not res.failed, result.output
     return res
-
-
-def reboot(ns):
-    """Lose everything the kernel held for ns, as a reboot does; keep its name (and so its files)."""
-    run("ip", "netns", "del", ns)
-    run("ip", "netns", "add", ns)
-    run("ip", "link", "set", "lo", "up", ns=ns)
 
 
 def foreign_rule(ns):

@@ -18,7 +18,7 @@ import pytest
 
 import bridgehost
 from bridgehost import Kernel, reach, serve
-from nchelpers import boot_restore, run
+from nchelpers import boot_restore, reboot, run
 from test_uml_bridge_filter import MACS, SPOOF4, bridge_filter, bridge_sysctl, seed_args, set_bridge_sysctl
 
 
@@ -61,9 +61,7 @@ def test_bridge_policy_sysctls_and_module_come_back_after_reboot(lab, cleanup, t
     assert [line for line in applied if "l2" in line], applied       # the L2 part is in what comes back
 
     # reboot: everything of the host namespace is gone, the sysctl is not set yet, another tool boots first
-    run("ip", "netns", "del", lab.host)
-    run("ip", "netns", "add", lab.host)
-    run("ip", "link", "set", "lo", "up", ns=lab.host)
+    reboot(lab.host)
     set_bridge_sysctl(lab.host, 4, "0")
     run("iptables", "-A", "FORWARD", "-s", "192.0.2.7", "-j", "DROP", ns=lab.host)
     assert kernel.anything_ours(lab.host) == []
