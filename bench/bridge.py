@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -42,30 +40,23 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from netconfine_bench import namespaces  # noqa: E402
+from netconfine_bench import namespaces, udp_load  # noqa: E402
 
 RESULTS_DIR = BENCH / "results"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 COLLECTIONS = str(ROOT / ".build" / "collections")
-SYSTEM_PYTHON = "/usr/bin/python3"
 PORT = 20000
 TARGET = 0.90
 SENDER, RECEIVER = "198.51.100.2", "198.51.100.3"
 
 # Runs inside the bridging host's namespace: converge the policy with one backend and its states.
-_LOAD = textwrap.dedent("""
-    import json, subprocess, sys
-    sys.path.insert(0, sys.argv[1])
+_LOAD = udp_load.CONVERGE_PRELUDE + textwrap.dedent("""
     from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, engine
     from ansible_collections.paranoid.netconfine.plugins.module_utils.ebtables_state import EbtablesState
     from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
     from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
     from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_bridge import NftBridgeState
     from ansible_collections.paranoid.netconfine.plugins.module_utils.sysctl_state import SysctlState
-
-    def run(argv, data=None):
-        p = subprocess.run(argv, input=data, capture_output=True, text=True)
-        return p.returncode, p.stdout, p.stderr
 
     kind = sys.argv[3]
     if kind == "nftables":
@@ -79,36 +70,6 @@ _LOAD = textwrap.dedent("""
     policy = bridge_model.build_policy(params)
     result = engine.converge(policy, [backend], lock_timeout=60, states=states)
     print(json.dumps({"changed": result["changed"]}))
-""")
-
-_SEND = textwrap.dedent("""
-    import os, socket, sys, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((sys.argv[1], 0))
-    s.connect((sys.argv[2], int(sys.argv[3])))
-    send, payload, n, errors = s.send, b"x" * 16, 0, 0
-    start = time.monotonic()
-    end = start + float(sys.argv[4])
-    while True:
-        for _ in range(1000):
-            try:
-                send(payload)
-            except OSError:
-                errors += 1
-        n += 1000
-        now = time.monotonic()
-        if now >= end:
-            break
-    cpu = os.times()
-    print(n, errors, now - start, cpu.user + cpu.system)
-""")
-
-_SINK = textwrap.dedent("""
-    import socket, sys, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((sys.argv[1], int(sys.argv[2])))
-    print("ready", flush=True)
-    time.sleep(86400)
 """)
 
 
@@ -161,32 +122,12 @@ def load(lab: dict, kind: str, guests: int) -> str:
     return "%d physdev rules (IPv4)" % jumps
 
 
-def snmp_udp(ns: str) -> dict:
-    lines = [line.split() for line in namespaces.run("cat", "/proc/net/snmp", ns=ns).splitlines()
-             if line.startswith("Udp:")]
-    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
-
-
 def measure(lab: dict, seconds: float) -> dict:
-    before = snmp_udp(lab["rcv"])
-    out = namespaces.run("nice", "-n", "-10", SYSTEM_PYTHON, "-c", _SEND, SENDER, RECEIVER, str(PORT), str(seconds),
-                         ns=lab["snd"])
-    after = snmp_udp(lab["rcv"])
-    sent, errors, sending, cpu = out.split()
-    sent, errors, sending, cpu = int(sent), int(errors), float(sending), float(cpu)
-    received = (after["InDatagrams"] - before["InDatagrams"]) + (after["RcvbufErrors"] - before["RcvbufErrors"])
-    if received < sent * 0.5:
-        raise RuntimeError("packets were dropped on the way (sent %d, errors %d, received %d): the sender's "
-                           "real address must pass" % (sent, errors, received))
-    return {"pps": received / sending, "per_cpu_second": received / cpu, "sent": sent, "received": received}
-
-
-def start_sink(ns: str):
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, SYSTEM_PYTHON, "-c", _SINK, RECEIVER, str(PORT)],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
-    if proc.stdout.readline().strip() != "ready":
-        raise RuntimeError("the receiving socket did not start in %s" % ns)
-    return proc
+    got = udp_load.send(lab["snd"], lab["rcv"], RECEIVER, PORT, seconds, source=SENDER)
+    if got["received"] < got["sent"] * 0.5:
+        raise RuntimeError("packets were dropped on the way (sent %(sent)d, errors %(errors)d, received %(received)d): "
+                           "the sender's real address must pass" % got)
+    return got
 
 
 def main() -> int:
@@ -213,42 +154,21 @@ def main() -> int:
             loaded[variant] = load(labs[variant], kind, guests)
             print("%-13s %s (converged in %.1f s)" % (variant, loaded[variant], time.monotonic() - t0),
                   file=sys.stderr)
-            sinks.append(start_sink(labs[variant]["rcv"]))
-        samples = dict((k, []) for k in variants)
-        per_cpu = dict((k, []) for k in variants)
-        for round_no in range(args.runs):
-            order = variants[round_no % len(variants):] + variants[:round_no % len(variants)]
-            for variant in order:
-                got = measure(labs[variant], args.seconds)
-                samples[variant].append(got["pps"])
-                per_cpu[variant].append(got["per_cpu_second"])
-            print("round %d/%d: %s" % (round_no + 1, args.runs, ", ".join(
-                "%s %.0f" % (k, samples[k][-1]) for k in variants)), file=sys.stderr)
+            sinks.append(udp_load.start_sink(labs[variant]["rcv"], RECEIVER, PORT))
+        measured = udp_load.rounds(variants, args.runs, lambda v: measure(labs[v], args.seconds),
+                                   lambda text: print(text, file=sys.stderr))
     finally:
-        for proc in sinks:
-            proc.kill()
-            proc.wait()
+        udp_load.stop_sinks(sinks)
         for lab in labs.values():
             namespaces.delete(lab.values())
 
-    def ratio_to(series, base):
-        return statistics.median(a / b for a, b in zip(series, base))
-
-    medians = dict((k, statistics.median(v)) for k, v in samples.items())
-    ratios = dict((k, ratio_to(samples[k], samples["empty"])) for k in variants)
-    cpu_medians = dict((k, statistics.median(v)) for k, v in per_cpu.items())
-    cpu_ratios = dict((k, ratio_to(per_cpu[k], per_cpu["empty"])) for k in variants)
+    summary = udp_load.summarise(measured)
+    ratios, cpu_ratios = summary["ratios"], summary["per_cpu_ratios"]
     print()
     print("Bridge: UDP packets forwarded guest -> guest through br0 with N guests' anti-spoofing, %d rounds of "
           "%.0f s" % (args.runs, args.seconds))
     print()
-    print("| variant | what the kernel holds | packets/s (median, min - max) | vs empty | "
-          "packets per CPU-second of the sender (median) | vs empty |")
-    print("|---|---|---:|---:|---:|---:|")
-    for variant in variants:
-        print("| %s | %s | %.0f (%.0f - %.0f) | %.2fx | %.0f | %.2fx |" % (
-            variant, loaded[variant], medians[variant], min(samples[variant]), max(samples[variant]),
-            ratios[variant], cpu_medians[variant], cpu_ratios[variant]))
+    print(udp_load.table(variants, loaded, measured, summary))
     print()
     print("ratios are medians of the per-round ratios; per CPU-second counts only the time the sender ran")
     print()
@@ -262,11 +182,10 @@ def main() -> int:
               top, cpu_ratios["iptables-%d" % top], ratios["iptables-%d" % top]))
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / ("bridge-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
-    path.write_text(json.dumps({"guests": args.guests, "runs": args.runs, "seconds": args.seconds,
-                                "loaded": loaded, "samples": samples, "medians": medians, "ratios": ratios,
-                                "per_cpu_second": per_cpu, "per_cpu_medians": cpu_medians,
-                                "per_cpu_ratios": cpu_ratios, "target": TARGET,
-                                "met": met}, indent=1))
+    path.write_text(json.dumps(dict({"guests": args.guests, "runs": args.runs, "seconds": args.seconds,
+                                     "loaded": loaded, "samples": measured["pps"],
+                                     "per_cpu_second": measured["per_cpu_second"], "target": TARGET, "met": met},
+                                    **summary), indent=1))
     print("raw results: %s" % path.relative_to(ROOT))
     return 1 if args.fail_on_miss and not met else 0
 

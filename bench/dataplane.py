@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import textwrap
 import time
@@ -46,27 +45,20 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from netconfine_bench import namespaces  # noqa: E402
+from netconfine_bench import namespaces, udp_load  # noqa: E402
 
 RESULTS_DIR = BENCH / "results"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 COLLECTIONS = str(ROOT / ".build" / "collections")
-SYSTEM_PYTHON = "/usr/bin/python3"
 PORT = 20000
 SENDER_USER = "nobody"
 TARGET = 0.90
 
 # Runs inside the namespace: converge the policy with one backend of the collection's engine.
-_LOAD = textwrap.dedent("""
-    import json, subprocess, sys
-    sys.path.insert(0, sys.argv[1])
+_LOAD = udp_load.CONVERGE_PRELUDE + textwrap.dedent("""
     from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, owner_model
     from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
     from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
-
-    def run(argv, data=None):
-        p = subprocess.run(argv, input=data, capture_output=True, text=True)
-        return p.returncode, p.stdout, p.stderr
 
     kind = sys.argv[3]
     if kind == "nftables":
@@ -78,37 +70,6 @@ _LOAD = textwrap.dedent("""
     policy = owner_model.build_policy(json.loads(sys.argv[2]))
     result = engine.converge(policy, [backend], lock_timeout=60)
     print(json.dumps({"changed": result["changed"]}))
-""")
-
-# Runs inside the namespace as SENDER_USER: send for N seconds, print how many sends succeeded.
-_SEND = textwrap.dedent("""
-    import os, socket, sys, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect(("127.0.0.1", int(sys.argv[1])))
-    send, payload, n, errors = s.send, b"x" * 16, 0, 0
-    start = time.monotonic()
-    end = start + float(sys.argv[2])
-    while True:
-        for _ in range(1000):
-            try:
-                send(payload)
-            except OSError:
-                errors += 1
-        n += 1000
-        now = time.monotonic()
-        if now >= end:
-            break
-    cpu = os.times()
-    print(n, errors, now - start, cpu.user + cpu.system)
-""")
-
-# Runs inside the namespace as root: bind the port, never read, until killed.
-_SINK = textwrap.dedent("""
-    import socket, sys, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-    print("ready", flush=True)
-    time.sleep(86400)
 """)
 
 
@@ -146,37 +107,12 @@ def load(ns: str, kind: str, rules: int) -> str:
     return "%d IPv4 owner rules in one chain (and as many for IPv6)" % owner
 
 
-def snmp_udp(ns: str) -> dict:
-    lines = [line.split() for line in namespaces.run("cat", "/proc/net/snmp", ns=ns).splitlines()
-             if line.startswith("Udp:")]
-    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
-
-
 def measure(ns: str, seconds: float) -> dict:
-    before = snmp_udp(ns)
-    start = time.monotonic()
-    # nice: fewer preemptions by whatever else runs on the machine; the kernel path is the same
-    out = namespaces.run("nice", "-n", "-10", "runuser", "-u", SENDER_USER, "--", SYSTEM_PYTHON, "-c", _SEND,
-                         str(PORT), str(seconds), ns=ns)
-    elapsed = time.monotonic() - start
-    after = snmp_udp(ns)
-    sent, errors, sending, cpu = out.split()
-    sent, errors, sending, cpu = int(sent), int(errors), float(sending), float(cpu)
-    received = (after["InDatagrams"] - before["InDatagrams"]) + (after["RcvbufErrors"] - before["RcvbufErrors"])
-    if errors or received < sent * 0.9:
-        raise RuntimeError("packets were refused or lost (sent %d, errors %d, received %d): the sender must "
-                           "match no rule" % (sent, errors, received))
-    return {"pps": received / sending, "per_cpu_second": received / cpu, "sent": sent, "received": received,
-            "elapsed": elapsed}
-
-
-def start_sink(ns: str):
-    import subprocess
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, SYSTEM_PYTHON, "-c", _SINK, str(PORT)],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
-    if proc.stdout.readline().strip() != "ready":
-        raise RuntimeError("the receiving socket did not start in %s" % ns)
-    return proc
+    got = udp_load.send(ns, ns, "127.0.0.1", PORT, seconds, user=SENDER_USER)
+    if got["errors"] or got["received"] < got["sent"] * 0.9:
+        raise RuntimeError("packets were refused or lost (sent %(sent)d, errors %(errors)d, received %(received)d): "
+                           "the sender must match no rule" % got)
+    return got
 
 
 def main() -> int:
@@ -203,44 +139,22 @@ def main() -> int:
             t0 = time.monotonic()
             loaded[kind] = load(ns, kind, args.rules)
             print("%-9s %s (converged in %.1f s)" % (kind, loaded[kind], time.monotonic() - t0), file=sys.stderr)
-            sinks.append(start_sink(ns))
-        samples = dict((k, []) for k in variants)
-        lost = dict((k, 0) for k in variants)
-        per_cpu = dict((k, []) for k in variants)
-        for round_no in range(args.runs):
-            order = variants[round_no % len(variants):] + variants[:round_no % len(variants)]
-            for kind in order:
-                got = measure(hosts[kind], args.seconds)
-                samples[kind].append(got["pps"])
-                per_cpu[kind].append(got["per_cpu_second"])
-                lost[kind] += got["sent"] - got["received"]
-            print("round %d/%d: %s" % (round_no + 1, args.runs, ", ".join(
-                "%s %.0f" % (k, samples[k][-1]) for k in variants)), file=sys.stderr)
+            sinks.append(udp_load.start_sink(ns, "127.0.0.1", PORT))
+        measured = udp_load.rounds(variants, args.runs, lambda kind: measure(hosts[kind], args.seconds),
+                                   lambda text: print(text, file=sys.stderr))
     finally:
-        for proc in sinks:
-            proc.kill()
-            proc.wait()
+        udp_load.stop_sinks(sinks)
         namespaces.delete(names)
 
-    def ratio_to(series, base):
-        # the ratio of each round (variants measured back to back) cancels most of the machine's drift
-        return statistics.median(a / b for a, b in zip(series, base))
-
-    medians = dict((k, statistics.median(v)) for k, v in samples.items())
-    ratios = dict((k, ratio_to(samples[k], samples["empty"])) for k in variants)
-    cpu_medians = dict((k, statistics.median(v)) for k, v in per_cpu.items())
-    cpu_ratios = dict((k, ratio_to(per_cpu[k], per_cpu["empty"])) for k in variants)
+    samples, per_cpu = measured["pps"], measured["per_cpu_second"]
+    summary = udp_load.summarise(measured)
+    ratios, cpu_ratios = summary["ratios"], summary["per_cpu_ratios"]
+    ratio_to = udp_load.ratio_to
     print()
     print("Dataplane: UDP packets from a user matching none of %d owner rules, loopback, %d rounds of %.0f s"
           % (args.rules, args.runs, args.seconds))
     print()
-    print("| variant | what the kernel holds | packets/s (median, min - max) | vs empty | "
-          "packets per CPU-second of the sender | vs empty |")
-    print("|---|---|---:|---:|---:|---:|")
-    for kind in variants:
-        print("| %s | %s | %.0f (%.0f - %.0f) | %.2fx | %.0f | %.2fx |" % (
-            kind, loaded[kind], medians[kind], min(samples[kind]), max(samples[kind]), ratios[kind],
-            cpu_medians[kind], cpu_ratios[kind]))
+    print(udp_load.table(variants, loaded, measured, summary))
     print()
     print("ratios are medians of the per-round ratios; per CPU-second counts only the time the sender ran")
     print("(its user + system time: the OUTPUT path runs in its syscalls), so other load on the machine")
@@ -257,10 +171,9 @@ def main() -> int:
           "packets/s ratio %.2f)" % (args.rules, TARGET, verdict, cpu_ratios["nftables"], ratios["nftables"]))
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / ("dataplane-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
-    path.write_text(json.dumps({"rules": args.rules, "runs": args.runs, "seconds": args.seconds,
-                                "loaded": loaded, "samples": samples, "medians": medians, "ratios": ratios,
-                                "per_cpu_second": per_cpu, "per_cpu_ratios": cpu_ratios,
-                                "target": TARGET, "met": met}, indent=1))
+    path.write_text(json.dumps(dict({"rules": args.rules, "runs": args.runs, "seconds": args.seconds,
+                                     "loaded": loaded, "samples": samples, "per_cpu_second": per_cpu,
+                                     "target": TARGET, "met": met}, **summary), indent=1))
     print("raw results: %s" % path.relative_to(ROOT))
     return 1 if args.fail_on_miss and not met else 0
 
