@@ -3,11 +3,12 @@
 The article's scenario for real: only one domain may reach the "proxy" 192.0.2.80:80 (host side of the
 guest's tap). nctest_a_t is granted the new packet type myhttp_client_packet_t; nctest_b_t is not
 (both are small test domains, selinux_guest/nctest.cil, since unconfined_t may send any packet type).
-One guest boot serves the whole scenario (one test function, so that pytest-xdist cannot split it
-over two guests). Fails, never skips, when the guest cannot be built or booted.
+One guest serves the whole scenario (one test function, so that pytest-xdist cannot split it over two
+guests); it is rebooted once from its own disk to prove that the labels come back at boot (issue 21).
+Fails, never skips, when the guest cannot be built or booted.
 
 Wall time on an idle 2-core machine: image build ~1-2 min once (cached), boot to SSH ~25 s, the
-scenario's ansible-playbook runs ~2-3 min (two semodule transactions of ~15 s each).
+scenario's ansible-playbook runs ~2-3 min (two semodule transactions of ~15 s each), the reboot ~30 s.
 """
 
 from __future__ import annotations
@@ -124,6 +125,23 @@ def test_enforcing_guest_scenario():
                         "/var/log/audit/audit.log", check=False).stdout
         assert re.search(r"denied\s+\{ send \}", avc), avc
         # management traffic kept working: new SSH connections (each ssh() above) and the Ansible runs
+
+        # reboot (issue 21): the store kept the module, netconfine-restore.service put the labels back at
+        # boot (counters reset: restored, not left over), the same verdicts, and a converge changes nothing
+        t = time.monotonic()
+        guest.reboot()
+        timings["reboot"] = round(time.monotonic() - t)
+        assert guest.ssh("getenforce").stdout.strip() == "Enforcing"
+        assert guest.ssh("systemctl is-active netconfine-restore.service", check=False).stdout.strip() == "active", \
+            guest.ssh("journalctl -b -u netconfine-restore.service --no-pager", check=False).stdout
+        assert " netconfine_proxy " in guest.ssh("semodule --list-modules=full").stdout
+        counted = guest.ssh("iptables -t mangle -L -v -n -x").stdout
+        assert "SECMARK" in counted and "myhttp_client_packet_t" in counted, counted
+        assert reach(guest, "nctest_a_t") == 0
+        assert reach(guest, "nctest_b_t") in (2, 3)
+        res, play = role(guest)
+        assert not res.changed and play.stats["selinuxhost"]["changed"] == 0, play
+        assert commit_num(guest) == store1
 
         # drift: the SECMARK rule deleted by hand is put back
         chain = [c for c in res.result["chains"] if "output" in c][0]

@@ -39,8 +39,10 @@ def image() -> Path:
 
 
 class Guest:
-    def __init__(self, ns: str, key: Path, log: Path):
-        self.ns, self.key, self.log = ns, key, log
+    def __init__(self, ns: str, directory: Path):
+        self.ns, self.dir = ns, directory
+        self.key, self.log = directory / "id_ed25519", directory / "console.log"
+        key = self.key       # written by scripts/selinux-guest start
         proxy = "ip netns exec %s nc %%h %%p" % ns
         self.ssh_options = ["-o", "ProxyCommand=%s" % proxy, "-o", "StrictHostKeyChecking=no",
                             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
@@ -61,6 +63,13 @@ class Guest:
             raise AssertionError("guest: %s -> rc %d\n%s%s" % (command, proc.returncode, proc.stdout, proc.stderr))
         return proc
 
+    def reboot(self) -> None:
+        """Power the guest off and boot it again from the same disk (scripts/selinux-guest reboot); enforcing again."""
+        boot = subprocess.run(["bash", str(SELINUX_GUEST), "reboot", str(self.dir), "--timeout", str(BOOT_TIMEOUT)],
+                              capture_output=True, text=True, check=False)
+        if boot.returncode != 0:
+            raise AssertionError("the guest did not come back after a reboot: %s%s" % (boot.stdout, boot.stderr))
+
     def console(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
@@ -70,7 +79,7 @@ def selinux_guest() -> Iterator[Guest]:
     image()     # built (or found) before the clock of the boot starts
     with nchelpers.netns() as ns, tempfile.TemporaryDirectory(prefix="nct-uml-") as tmp:
         started = time.monotonic()
-        guest = Guest(ns, Path(tmp) / "id_ed25519", Path(tmp) / "console.log")
+        guest = Guest(ns, Path(tmp))
         try:
             boot = subprocess.run(["bash", str(SELINUX_GUEST), "start", ns, tmp, "--timeout", str(BOOT_TIMEOUT)],
                                   capture_output=True, text=True, check=False)
