@@ -153,7 +153,8 @@ def audit_markdown(hosts, title="paranoid.netconfine audit", generated=""):
             if p["lines"]:
                 lines += ["", "```diff"] + p["lines"] + ["```"]
         if h["probes"]:
-            lines += ["", "| probe | expected | observed | |", "|---|---|---|---|"]
+            lines += ["", "- **reachability** (every probe of the host's roles)", "",
+                      "| probe | expected | observed | |", "|---|---|---|---|"]
             for r in h["probes"]:
                 lines.append("| %s | %s | %s | %s |" % (
                     r["name"].replace("|", "\\|"), r["expect"], r["observed"], _mark(r["ok"])))
@@ -172,7 +173,8 @@ section{background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:1em 1
 .in-sync{background:#d7f5dd;color:#135c22}.drifted{background:#fff0c2;color:#7a5200}
 .failed{background:#ffd9d9;color:#8a1010}.no-policy,.not-run{background:#e8eaee;color:#555}
 td.ok{background:#e3f7e6;color:#135c22;text-align:center}td.bad{background:#ffe1e1;color:#8a1010;text-align:center}
-td.allowed{color:#135c22}td.denied{color:#8a1010}
+td.allowed{color:#135c22}td.denied{color:#4a5160}
+h3{font-size:1em;margin:1em 0 .2em}h3 .meta{font-weight:normal;font-size:.85em}
 pre{background:#f4f5f7;padding:.6em;border-radius:4px;overflow-x:auto;font-size:.85em}
 .add{color:#135c22}.del{color:#8a1010}
 """
@@ -214,6 +216,8 @@ def audit_html(hosts, title="paranoid.netconfine audit", generated=""):
                     for line in p["lines"])
                 out.append(u"<pre>%s</pre>" % body)
         if h["probes"]:
+            out.append(u"<h3>reachability <span class=\"meta\">every probe of the host's roles: green connected, "
+                       u"grey not; the last column says whether that was expected</span></h3>")
             out.append(u"<table><tr><th>who &rarr; where</th><th>expected</th><th>observed</th><th></th></tr>")
             for r in h["probes"]:
                 verdict = "allowed" if r["observed"] == "connected" else "denied"
