@@ -166,9 +166,12 @@ options:
         default: both
 seealso:
   - module: paranoid.netconfine.owner_rule
-  - name: secmark_policy role
-    description: The role that calls this module with inventory variables.
-    link: https://github.com/paranoid-netconfine/netconfine/tree/main/roles/secmark_policy
+  - name: semodule(8)
+    description: How SELinux policy modules are installed, listed with their checksums and removed.
+    link: https://man7.org/linux/man-pages/man8/semodule.8.html
+  - name: SECMARK and CONNSECMARK targets
+    description: The iptables-extensions(8) targets the mangle chains of the iptables form use.
+    link: https://man7.org/linux/man-pages/man8/iptables-extensions.8.html
 """
 
 EXAMPLES = r"""
