@@ -57,12 +57,13 @@ def _runner(module):
 
 
 def iptables_backend(module, run):
-    bins = {}
+    bins, legacy = {}, {}
     for family, prefix in ((4, "iptables"), (6, "ip6tables")):
-        save = module.get_bin_path(prefix + "-save")
-        restore = module.get_bin_path(prefix + "-restore")
-        bins[family] = (save, restore) if save and restore else None
-    return IptablesBackend(run, bins, wait=module.params["xtables_wait"], nft=module.get_bin_path("nft"))
+        for found, variant in ((bins, ""), (legacy, "-legacy")):
+            save = module.get_bin_path(prefix + variant + "-save")
+            restore = module.get_bin_path(prefix + variant + "-restore")
+            found[family] = (save, restore) if save and restore else None
+    return IptablesBackend(run, bins, wait=module.params["xtables_wait"], nft=module.get_bin_path("nft"), legacy=legacy)
 
 
 def nftables_backend(module, run):

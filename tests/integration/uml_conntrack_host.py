@@ -326,6 +326,16 @@ def main() -> None:
     record("table_absent", our_table())
     record("persisted_absent", persisted())
     record("absent_again", play(dict(args, state="absent"), tag="absent2"))
+
+    # the iptables backend on a kernel whose nf_tables has no ip family: iptables-legacy holds the rules, and
+    # the run that switches back to nftables removes them (the engine reads and cleans the other backend)
+    record("iptables", play(dict(args, backend="iptables"), tag="iptables"))
+    record("iptables_legacy_save", sh("iptables-legacy-save", "-t", "filter").stdout)
+    record("iptables_behaviour", behaviour())
+    record("switch_to_nftables", play(args, tag="switch"))
+    record("iptables_legacy_save_after_switch", sh("iptables-legacy-save", "-t", "filter").stdout)
+    record("switch_absent", play(dict(args, state="absent"), tag="absent3"))
+    record("kernel_end", kernel_state())
     record("done", True)
 
 
