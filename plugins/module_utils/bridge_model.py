@@ -23,6 +23,11 @@ The filter-table form (iptables; per IP family), all chains owned by the task:
 ``from-G``, ``to-G``, ``hostin-G``, ``hostout-G``: established/related first, IPv6 neighbour
     discovery, the declared services, a final log and drop (the seed's Listing 2 as data).
 
+The nftables backend has two forms (``Policy.variants`` "nftables" and "nftables conntrack",
+``nft_bridge.choose_form`` picks one per host): anti-spoofing in the bridge table in both; the same
+``from``/``to``/``hostin``/``hostout`` rules either in the inet table, ports known by packet marks
+(``marks``), or as bridge-table chains dispatched by port (``conntrack``, ``_bridge_guard``).
+
 Beside them, in ebtables (``ebtables_state``), ``l2-G`` for every guest: what is not IPv4, IPv6 or ARP
 (802.1Q/802.1ad-tagged frames, which br_netfilter shows to no physdev rule) is logged and dropped; with
 a MAC, MAC and ARP spoofing too.

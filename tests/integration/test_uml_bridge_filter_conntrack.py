@@ -137,3 +137,15 @@ def test_conntrack_form_in_a_uml_bridging_host(capsys):
     assert facts["absent"]["changed"] and not facts["absent_again"]["changed"]
     assert facts["table_absent"] == {} and facts["kernel_absent"]["tables"] == []
     assert not any(k.startswith("host/umlhost") for k in facts["persisted_absent"]), facts["persisted_absent"]
+
+    # the iptables backend there: nf_tables has no ip family, so the rules go to iptables-legacy (same behaviour);
+    # the run that switches back to nftables (conntrack) removes them, and absent leaves nothing
+    iptables = facts["iptables"]
+    assert iptables["changed"] and iptables["backend"] == "iptables" and iptables["rc"] == 0, iptables
+    assert "-m physdev --physdev-in uml-conn0 -j NC-umlhost-from-dns-" in facts["iptables_legacy_save"]
+    assert facts["iptables_behaviour"] == seen
+    switch = facts["switch_to_nftables"]
+    assert switch["changed"] and switch["bridge_form"] == "conntrack", switch
+    assert {"iptables 4", "iptables 6", "nftables bridge"} <= set(switch["scripts"]), switch["scripts"]
+    assert "NC-" not in facts["iptables_legacy_save_after_switch"], facts["iptables_legacy_save_after_switch"]
+    assert facts["switch_absent"]["changed"] and facts["kernel_end"]["tables"] == []
