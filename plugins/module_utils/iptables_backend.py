@@ -468,7 +468,7 @@ class IptablesBackend:
         """Switch ``family`` to iptables-legacy (and say ``legacy``) where iptables-nft cannot work on this kernel.
 
         A kernel can lack nf_tables for the IP families while it has xtables: User-Mode-Linux's builds only
-        the bridge family of nf_tables. There iptables-nft-save prints nothing (or fails) and every restore
+        the bridge family of nf_tables (others none at all). There iptables-nft-save prints nothing (or fails) and every restore
         fails ("Operation not supported"), while iptables-legacy holds the rules; reading the nf_tables
         variant would miss what the task owns there. Asked only when the nf_tables variant printed no table
         and legacy binaries exist: ``nft -c`` (commits nothing) of a throwaway table of the family."""
@@ -477,7 +477,8 @@ class IptablesBackend:
             return None
         probe = "add table %s netconfine_probe\n" % NFT_FAMILY[family]
         rc, _out, err = self.run([self.nft, "-c", "-f", "-"], data=probe)
-        if rc == 0 or "Operation not supported" not in err:
+        # "Operation not supported": nf_tables without the family; "Protocol not supported": no nf_tables at all
+        if rc == 0 or "not supported" not in err:
             return None
         self.bins[family] = legacy
         self._variant.pop(family, None)

@@ -508,15 +508,15 @@ class KernelWithoutIpNfTables:
     """A fake ``run`` for a kernel like User-Mode-Linux's: nf_tables has only the bridge family, so iptables-nft
     prints nothing and nft refuses an ip/ip6 table, while iptables-legacy holds the task's rules."""
 
-    def __init__(self, ip_family=False, legacy_text=""):
-        self.ip_family, self.legacy_text, self.calls = ip_family, legacy_text, []
+    def __init__(self, ip_family=False, legacy_text="", refusal="Error: Could not process rule: Operation not supported\n"):
+        self.ip_family, self.legacy_text, self.calls, self.refusal = ip_family, legacy_text, [], refusal
 
     def __call__(self, argv, data=None):
         self.calls.append(argv[0])
         if argv[0] == "nft":
             assert argv == ["nft", "-c", "-f", "-"] and data in ("add table ip netconfine_probe\n",
                                                                  "add table ip6 netconfine_probe\n")
-            return (0, "", "") if self.ip_family else (1, "", "Error: Could not process rule: Operation not supported\n")
+            return (0, "", "") if self.ip_family else (1, "", self.refusal)
         if argv[0].endswith("legacy-save"):
             return 0, self.legacy_text, ""
         if argv[0].endswith("-save"):
@@ -529,9 +529,13 @@ NFT_BINS = {4: ("/usr/sbin/xtables-nft-multi-save", "iptables-nft-restore"),
             6: ("/usr/sbin/xtables-nft-multi-save6", "ip6tables-nft-restore")}
 
 
-def test_a_kernel_without_nf_tables_for_ip_reads_and_restores_with_iptables_legacy():
+@pytest.mark.parametrize("refusal", [
+    "Error: Could not process rule: Operation not supported\n",                    # nf_tables, bridge family only
+    "mnl.c:60: Unable to initialize Netlink socket: Protocol not supported\n",     # no nf_tables at all
+])
+def test_a_kernel_without_nf_tables_for_ip_reads_and_restores_with_iptables_legacy(refusal):
     legacy_rules = save(("filter", [":OUTPUT ACCEPT [0:0]", ":%s - [0:0]" % NC], [JUMP, RULE]))
-    run = KernelWithoutIpNfTables(legacy_text=legacy_rules.replace("(nf_tables)", "(legacy)"))
+    run = KernelWithoutIpNfTables(legacy_text=legacy_rules.replace("(nf_tables)", "(legacy)"), refusal=refusal)
     backend = IptablesBackend(run, NFT_BINS, nft="nft", legacy=LEGACY)
     tables = backend.read(4)
     assert run.calls == ["/usr/sbin/xtables-nft-multi-save", "nft", "iptables-legacy-save"]
