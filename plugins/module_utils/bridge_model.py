@@ -23,6 +23,11 @@ The filter-table form (iptables; per IP family), all chains owned by the task:
 ``from-G``, ``to-G``, ``hostin-G``, ``hostout-G``: established/related first, IPv6 neighbour
     discovery, the declared services, a final log and drop (the seed's Listing 2 as data).
 
+The nftables backend has two forms (``Policy.variants`` "nftables" and "nftables conntrack",
+``nft_bridge.choose_form`` picks one per host): anti-spoofing in the bridge table in both; the same
+``from``/``to``/``hostin``/``hostout`` rules either in the inet table, ports known by packet marks
+(``marks``), or as bridge-table chains dispatched by port (``conntrack``, ``_bridge_guard``).
+
 Beside them, in ebtables (``ebtables_state``), ``l2-G`` for every guest: what is not IPv4, IPv6 or ARP
 (802.1Q/802.1ad-tagged frames, which br_netfilter shows to no physdev rule) is logged and dropped; with
 a MAC, MAC and ARP spoofing too.
@@ -32,6 +37,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -89,18 +95,35 @@ def build_policy(params, sys_class_net=SYS_CLASS_NET):
         _check_bridge(bridge, guests, sys_class_net)
 
     sysctls = tuple(model.Sysctl(SYSCTL_OF_FAMILY[f], "1", module="br_netfilter", field="bridge") for f in families)
-    # the iptables form: physdev chains, ebtables for L2; the nftables form: the bridge table (nft_bridge)
-    # for L2/L3 anti-spoofing, the service policy in the inet table (needs br_netfilter only then)
+    # the iptables form: physdev chains, ebtables for L2. The nftables backend's two forms: the bridge table
+    # (nft_bridge) holds the L2/L3 anti-spoofing in both; the service policy is in the inet table through
+    # br_netfilter, ports carried in marks ("nftables", the marks form), or statefully in the bridge table
+    # itself where the kernel has bridge conntrack ("nftables conntrack"; nft_bridge.choose_form decides)
     chains = _chains(name, bridge, guests, families, log_prefix, limit)
     ether = _ether_filter(name, guests, log_prefix, limit)
+    iptables = (chains, sysctls + (ether, model.BridgeGuard(guard_chain(name), guard_chain(name) + ".forward")))
+    policy_guests = [g for g in guests if g.has_policy]
+    conntrack_guard = _bridge_guard(name, guests, families, log_prefix, limit, {}, conntrack=True)
+    conntrack = ((), ((model.KernelModule(CONNTRACK_MODULE, field="bridge_form"),) if policy_guests else ())
+                 + (model.EtherFilter(ether.chain), conntrack_guard))
     marks = _marks(guests)
-    nft_chains = _chains(name, bridge, guests, families, log_prefix, limit, marks)
-    guard = _bridge_guard(name, guests, families, log_prefix, limit, marks)
-    iptables = (chains, sysctls + (ether, model.BridgeGuard(guard.chain, guard.out_chain)))
-    nftables = (nft_chains, (sysctls if marks else ()) + (model.EtherFilter(ether.chain), guard))
+    if marks is None:
+        # too many guests with a policy for the marks form: only the conntrack form can hold them
+        # (nft_bridge.choose_form says so when the marks form is asked for)
+        nftables = conntrack
+    else:
+        nft_chains = _chains(name, bridge, guests, families, log_prefix, limit, marks)
+        guard = _bridge_guard(name, guests, families, log_prefix, limit, marks)
+        nftables = (nft_chains, (sysctls if marks else ()) + (model.EtherFilter(ether.chain), guard))
     return model.Policy(name=name, chains=chains, families=families, present=state != "absent",
                         resources=iptables[1], resolved=resolved,
-                        variants=(("iptables",) + iptables, ("nftables",) + nftables))
+                        variants=(("iptables",) + iptables, ("nftables",) + nftables,
+                                  ("nftables conntrack",) + conntrack))
+
+
+def guard_chain(name):
+    """The task's chain in the bridge table; every chain named ``<it>.*`` there is the task's too."""
+    return fields.chain_name(name, "bridge")
 
 
 # --------------------------------------------------------------------------- validation
@@ -391,15 +414,23 @@ def _ether_filter(name, guests, log_prefix, limit):
 
 
 MARK_MAX = 255       # bits 8-15 / 16-23 of the packet mark (nft_render.MARK_IN_MASK, MARK_OUT_MASK)
+CONNTRACK_MODULE = "nf_conntrack_bridge"
+
+
+def too_many_for_marks(count):
+    """The error of the marks form with ``count`` guests with a service policy (> MARK_MAX)."""
+    return NetconfineError("the marks form of the nftables backend gives at most %d guests of one task a service "
+                           "policy (%d here); use bridge_form conntrack where the kernel has %s, or split the "
+                           "bridge's guests over tasks" % (MARK_MAX, count, CONNTRACK_MODULE), "guests")
 
 
 def _marks(guests):
-    """Guest name -> its mark (1-255) for the guests with a service policy, stable when others come and go."""
+    """Guest name -> its mark (1-255) for the guests with a service policy, stable when others come and go;
+    None when there are more than MARK_MAX of them."""
     marks, used = {}, set()
     policy_guests = [g for g in guests if g.has_policy]
     if len(policy_guests) > MARK_MAX:
-        raise NetconfineError("the nftables form gives at most %d guests of one task a service policy (%d here); "
-                              "split the bridge's guests over tasks" % (MARK_MAX, len(policy_guests)), "guests")
+        return None
     for guest in policy_guests:
         mark = int(hashlib.sha256(guest.name.encode("utf-8")).hexdigest(), 16) % MARK_MAX
         while mark + 1 in used:
@@ -409,20 +440,56 @@ def _marks(guests):
     return marks
 
 
-def _bridge_guard(name, guests, families, log_prefix, limit, marks):
-    """The bridge-table anti-spoofing (nftables form) of every guest."""
-    chain = fields.chain_name(name, "bridge")
+# the conntrack form's per-guest policy chains: (kind, service list, verdict of what the list allows)
+SERVICE_CHAINS = (("from", "outbound", RETURN), ("to", "inbound", ACCEPT), ("hostin", "host_services", ACCEPT),
+                  ("hostout", "host_access", ACCEPT))
+
+
+def _bridge_guard(name, guests, families, log_prefix, limit, marks, conntrack=False):
+    """The bridge-table part of the nftables form of every guest: anti-spoofing, and with ``conntrack`` the
+    service policy chains (``<chain>.from-G``, ``.to-G``, ``.hostin-G``, ``.hostout-G``)."""
+    chain = guard_chain(name)
 
     def helper(kind, guest):
         return "%s.%s-%s" % (chain, kind, guest.name)
 
-    ports = tuple(model.BridgePort(
-        name=g.name, port=g.port, addresses=g.addresses, mac=g.mac, mark=marks.get(g.name, 0),
-        out_chain=helper("mark", g), spoof_chain=helper("spoof4", g), spoof6_chain=helper("spoof6", g), rogue_chain=helper("rogue", g),
-        l2_chain=helper("l2", g), log_prefix=log_prefix,
-        rogue=(() if g.allow_dhcp_server else ("dhcp",)) + (() if g.allow_router_advertisement else ("ra",)))
-        for g in guests)
-    return model.BridgeGuard(chain, chain + ".forward", ports, families, limit)
+    ports, services = [], []
+    for g in guests:
+        kinds = ()
+        if conntrack and g.has_policy:
+            kinds = tuple((kind, helper(kind, g)) for kind, _list, _verdict in SERVICE_CHAINS)
+            for (kind, chain_name), (_kind, service_list, verdict) in zip(kinds, SERVICE_CHAINS):
+                rules = [_policy_chain(g, service_list, f, verdict, log_prefix, limit) for f in families]
+                services.append(model.Chain("bridge", chain_name, _interleave(*rules)))
+        ports.append(model.BridgePort(
+            name=g.name, port=g.port, addresses=g.addresses, mac=g.mac, mark=marks.get(g.name, 0),
+            out_chain=helper("mark", g), spoof_chain=helper("spoof4", g), spoof6_chain=helper("spoof6", g),
+            rogue_chain=helper("rogue", g), l2_chain=helper("l2", g), log_prefix=log_prefix,
+            rogue=(() if g.allow_dhcp_server else ("dhcp",)) + (() if g.allow_router_advertisement else ("ra",)),
+            services=kinds))
+    return model.BridgeGuard(chain, chain + ".forward", tuple(ports), families, limit,
+                             form="conntrack" if conntrack else "marks", services=tuple(services))
+
+
+def _interleave(first, second=()):
+    """Two families' copies of one chain as one list: the leading and trailing rules that differ only in their
+    family side by side (rendered as one rule for both), the rest of the first family, then of the second."""
+    first, second = list(first), list(second)
+
+    def same(a, b):
+        return dataclasses.replace(a, family=b.family) == b
+
+    head = 0
+    while head < min(len(first), len(second)) and same(first[head], second[head]):
+        head += 1
+    tail = 0
+    while (tail < min(len(first), len(second)) - head
+           and same(first[len(first) - 1 - tail], second[len(second) - 1 - tail])):
+        tail += 1
+    out = [r for pair in zip(first[:head], second[:head]) for r in pair]
+    out += first[head:len(first) - tail] + second[head:len(second) - tail]
+    out += [r for pair in zip(first[len(first) - tail:], second[len(second) - tail:]) for r in pair]
+    return tuple(out)
 
 
 def _by_family(rules, families):

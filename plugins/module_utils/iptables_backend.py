@@ -187,15 +187,19 @@ class IptablesBackend:
     # how a restore script declares (and so flushes) an owned chain; ebtables wants a policy there
     CHAIN_DECL = ":%s - [0:0]"
 
-    def __init__(self, run, bins, wait=10, nft=None):
+    def __init__(self, run, bins, wait=10, nft=None, legacy=None):
         """``run(argv, data=None) -> (rc, out, err)``; ``bins[family]`` = (save, restore) paths or None;
         ``nft``: the nft binary's path or None (used only to ask iptables-nft's kernel tables more than
-        iptables-save prints)."""
+        iptables-save prints, and whether the kernel has nf_tables for a family); ``legacy[family]``: the
+        (save, restore) paths of iptables-legacy, used where ``bins`` are iptables-nft and the kernel has no
+        nf_tables for that family (:meth:`_kernel_variant`)."""
         self.run = run
-        self.bins = bins
+        self.bins = dict(bins)
         self.wait = wait
         self.nft = nft
+        self.legacy = legacy or {}
         self._variant = {}
+        self._checked = set()
 
     # ---------------------------------------------------------- the seam
 
@@ -212,6 +216,10 @@ class IptablesBackend:
     def read(self, family):
         save = self.bins[family][0]
         rc, out, err = self.run([save])
+        if family not in self._checked:
+            self._checked.add(family)
+            if self._kernel_variant(family, rc, out) == "legacy":
+                return self.read(family)
         if rc != 0:
             raise NetconfineError("%s failed (rc=%d): %s" % (save, rc, err.strip()), "backend",
                                   command=save, stderr=err)
@@ -455,6 +463,26 @@ class IptablesBackend:
                 rules = tables[table].chain_rules(chain)
                 out[(table, chain, line)] = rules.index(line) + 1
         return out
+
+    def _kernel_variant(self, family, rc, out):
+        """Switch ``family`` to iptables-legacy (and say ``legacy``) where iptables-nft cannot work on this kernel.
+
+        A kernel can lack nf_tables for the IP families while it has xtables: User-Mode-Linux's builds only
+        the bridge family of nf_tables (others none at all). There iptables-nft-save prints nothing (or fails) and every restore
+        fails ("Operation not supported"), while iptables-legacy holds the rules; reading the nf_tables
+        variant would miss what the task owns there. Asked only when the nf_tables variant printed no table
+        and legacy binaries exist: ``nft -c`` (commits nothing) of a throwaway table of the family."""
+        legacy = self.legacy.get(family)
+        if not legacy or not self.nft or (rc == 0 and "*" in out) or self.variant(family) != "nf_tables":
+            return None
+        probe = "add table %s netconfine_probe\n" % NFT_FAMILY[family]
+        rc, _out, err = self.run([self.nft, "-c", "-f", "-"], data=probe)
+        # "Operation not supported": nf_tables without the family; "Protocol not supported": no nf_tables at all
+        if rc == 0 or "not supported" not in err:
+            return None
+        self.bins[family] = legacy
+        self._variant.pop(family, None)
+        return "legacy"
 
     def variant(self, family):
         """``nf_tables`` or ``legacy``: the kernel layer this family's iptables-restore writes.

@@ -18,7 +18,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Tuple
 
 FAMILIES = (4, 6)
@@ -296,7 +296,9 @@ class BridgePort:
     ``mark``: the packet-mark value frames from the port get (0: no service policy, no mark);
     ``spoof_chain``/``spoof6_chain``/``rogue_chain``/``l2_chain``: its log-and-drop chains (log prefixes
     ``spoof_prefix``, ...; ``l2_chain`` also takes every frame of an ether type a guest may not send);
-    ``rogue``: what it may not send (``dhcp``, ``ra``).
+    ``rogue``: what it may not send (``dhcp``, ``ra``); ``services``: the conntrack form's per-guest policy
+    chains of a guest with a service policy, (kind, chain name) with kind ``from``, ``to``, ``hostin``,
+    ``hostout`` (empty: no policy, or the marks form).
     """
     name: str
     port: str
@@ -310,6 +312,7 @@ class BridgePort:
     l2_chain: str
     log_prefix: str
     rogue: Tuple[str, ...] = ()
+    services: Tuple[Tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -317,12 +320,28 @@ class BridgeGuard:
     """The bridge-family part of a task on the nftables backend: chain ``chain`` (hooked first from the
     bridge's prerouting) with L2/L3 anti-spoofing as set lookups over every port, chain ``out_chain``
     (hooked from the bridge's forward) marking frames to ports with a policy. ``families``: which IP
-    families are checked; ``limit``: the log rate. No ports: the task owns nothing there."""
+    families are checked; ``limit``: the log rate. No ports: the task owns nothing there.
+
+    ``form``: where the service policy is filtered. ``marks``: in the inet table through br_netfilter,
+    the ports carried in the packet mark (``BridgePort.mark``). ``conntrack``: here, statefully (bridge
+    conntrack, ``nf_conntrack_bridge``), dispatched by port from the bridge's forward, input and output
+    hooks; ``services`` are then the per-guest policy chains (``model.Chain``, named ``<chain>.*``)."""
     chain: str
     out_chain: str
     ports: Tuple[BridgePort, ...] = ()
     families: Tuple[int, ...] = FAMILIES
     limit: Optional[Limit] = None
+    form: str = "marks"
+    services: Tuple[object, ...] = ()
+
+
+@dataclass(frozen=True)
+class KernelModule:
+    """A kernel module the task needs loaded (``modprobe NAME``; built into the kernel counts as loaded).
+    Handled by ``sysctl_state.SysctlState`` beside the sysctls, persisted with them (``modprobe`` at boot).
+    ``field`` names the option that asked for it in errors."""
+    name: str
+    field: str = "name"
 
 
 @dataclass(frozen=True)
@@ -381,15 +400,32 @@ class Policy:
     present: bool = True
     resources: Tuple[object, ...] = ()          # non-netfilter state the task owns (engine "states")
     resolved: dict = field(default_factory=dict, compare=False, hash=False)
-    # ((backend name, chains, resources), ...): where a module's form differs per backend
-    variants: Tuple[Tuple[str, Tuple[Chain, ...], Tuple[object, ...]], ...] = ()
+    # ((backend name, chains, resources[, retired]), ...): where a module's form differs per backend. A
+    # variant named "<backend> <form>" is another form of that backend (``with_form``)
+    variants: Tuple[tuple, ...] = ()
+    # chains the task owns on this backend in another form of it: owned, never rendered, so a run that
+    # switches forms removes them (uml_bridge_filter's inet chains when its service policy moves to bridge)
+    retired: Tuple[Chain, ...] = ()
 
     def for_backend(self, name):
         """The policy as backend ``name`` renders it (its variant's chains and resources, else itself)."""
-        for backend, chains, resources in self.variants:
-            if backend == name:
-                return Policy(self.name, chains, self.families, self.present, resources, self.resolved)
+        for variant in self.variants:
+            if variant[0] == name:
+                retired = variant[3] if len(variant) > 3 else ()
+                return Policy(self.name, variant[1], self.families, self.present, variant[2], self.resolved,
+                              retired=retired)
         return self
+
+    def with_form(self, backend, form):
+        """The policy whose variant for ``backend`` is its form ``form`` (the variant named ``"backend form"``);
+        the default form's chains become that variant's ``retired``. A form without a variant: as is."""
+        forms = dict((v[0], v) for v in self.variants)
+        if "%s %s" % (backend, form) not in forms:
+            return self
+        chosen = forms["%s %s" % (backend, form)]
+        default = forms.get(backend, (backend, ()))
+        variant = (backend, chosen[1], chosen[2], tuple(default[1]))
+        return replace(self, variants=tuple(variant if v[0] == backend else v for v in self.variants))
 
     def chains_for(self, family):
         """Owned chains with only the rules of one family (empty if not present / family excluded)."""

@@ -57,12 +57,13 @@ def _runner(module):
 
 
 def iptables_backend(module, run):
-    bins = {}
+    bins, legacy = {}, {}
     for family, prefix in ((4, "iptables"), (6, "ip6tables")):
-        save = module.get_bin_path(prefix + "-save")
-        restore = module.get_bin_path(prefix + "-restore")
-        bins[family] = (save, restore) if save and restore else None
-    return IptablesBackend(run, bins, wait=module.params["xtables_wait"], nft=module.get_bin_path("nft"))
+        for found, variant in ((bins, ""), (legacy, "-legacy")):
+            save = module.get_bin_path(prefix + variant + "-save")
+            restore = module.get_bin_path(prefix + variant + "-restore")
+            found[family] = (save, restore) if save and restore else None
+    return IptablesBackend(run, bins, wait=module.params["xtables_wait"], nft=module.get_bin_path("nft"), legacy=legacy)
 
 
 def nftables_backend(module, run):
@@ -188,13 +189,15 @@ def render_only(policy, backend, states=()):
     return {"changed": False, "backend": backend.name, "rendered": rendered, "scripts": scripts}
 
 
-def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **module_kwargs):
+def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, select_form=None, **module_kwargs):
     """Build the module, model, backends; converge; exit. The whole main() of a netfilter module.
 
     ``states``: factories ``factory(module, run) -> state`` for the policy's resources
     (e.g. ``sysctl_state.make_state``: each factory lives beside its state, so that a module's AnsiballZ
     payload holds only the states it uses); ``backends``: the backends this module's rules can be
-    rendered for, best first (``backend: auto`` picks among them).
+    rendered for, best first (``backend: auto`` picks among them); ``select_form``: where a backend has
+    more than one form of the policy (``Policy.with_form``), ``select_form(module, run, policy, backend,
+    offline) -> (policy, result keys)`` picks the one this host can hold (``nft_bridge.choose_form``).
     """
     spec = dict(COMMON_ARGS)
     spec.update(argument_spec)
@@ -214,10 +217,17 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
             if factory is None:
                 raise NetconfineError("backend %s cannot render yet" % wanted, "backend")
             backend = factory(module, run)
+            form = {}
+            if select_form:
+                policy, form = select_form(module, run, policy, backend.name, offline=True)
             result = render_only(policy, backend, [make(module, run) for make in states])
+            result.update(form)
             policy = engine.for_backend(policy, backend.name)
         else:
             chosen = choose_backends(module, run, backends, policy)
+            form = {}
+            if select_form:
+                policy, form = select_form(module, run, policy, chosen[0].name)
             guard_lockout(module, engine.for_backend(policy, chosen[0].name))
             seams = [make(module, run) for make in states]
             persisted = persist_state(module, [chosen[0]] + [s for s in seams if getattr(s, "persistent", False)])
@@ -226,6 +236,7 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, **mo
                                      lock_timeout=module.params["lock_timeout"],
                                      states=seams + ([persisted] if persisted else []), layers=layers(module, run),
                                      fail_on_shadowing=module.params["fail_on_shadowing"], committed=committed)
+            result.update(form)
             policy = engine.for_backend(policy, chosen[0].name)
             if committed:
                 # only runs with rollback_timeout need the watcher: the others never compile it on the host

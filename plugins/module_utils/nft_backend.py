@@ -287,9 +287,9 @@ class NftablesBackend:
         return _freeze(bases, policies, chains, jumps, objects, self.table)
 
     def owned(self, tables, policy, unit):
-        """What our table holds of this task."""
+        """What our table holds of this task (its ``retired`` chains too: another form of it held them)."""
         table = tables.get(self.table) or NftTable(self.table)
-        mains = [c.name for c in policy.chains]
+        mains = [c.name for c in policy.chains + tuple(getattr(policy, "retired", ()))]
 
         def ours(name):
             return any(name == m or self.is_helper(m, name) for m in mains)

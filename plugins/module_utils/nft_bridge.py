@@ -44,18 +44,35 @@ bridge-nf-filter-vlan-tagged). Frames from other ports (the uplink) are not chec
 Each ``goto`` chain logs (rate-limited, prefix naming the guest) and then drops, both counted.
 
 The service policy needs connection tracking, which the bridge family only has with
-``nf_conntrack_bridge`` (not built on every kernel). So it is filtered in ``table inet
-netconfine`` (the nftables backend, with br_netfilter), where bridged packets show the bridge as
-``iifname``/``oifname``: the port is carried in the packet mark, bits 8-15 set here from the
-ingress port (``nft_render.MARK_IN_MASK``), bits 16-23 set in ``bridge_forward`` from the egress
-port (``MARK_OUT_MASK``), before br_netfilter hands the packet to the IP hooks.
+``nf_conntrack_bridge`` (not built on every kernel). It has two forms (``BridgeGuard.form``),
+chosen per host by :func:`choose_form`:
+
+``conntrack`` (the kernel has bridge conntrack): everything stays in this table. The per-guest
+policy chains are rendered by ``nft_render`` from the same model rules as the other forms
+(``<chain>.from-G``, ``.to-G``, ``.hostin-G``, ``.hostout-G``: established/related first, the
+services, log and drop), dispatched by port, IP frames only::
+
+    <chain>.forward  (bridge_forward)  meta protocol { ip, ip6 } iifname vmap { "uml-conn0" : jump <chain>.from-dns }
+                                       meta protocol { ip, ip6 } oifname vmap { "uml-conn0" : jump <chain>.to-dns }
+                                       meta protocol { ip, ip6 } iifname { "uml-conn0" } accept
+    <chain>.input    (bridge_input)    meta protocol { ip, ip6 } iifname vmap { ... : jump <chain>.hostin-dns }
+    <chain>.output   (bridge_output)   meta protocol { ip, ip6 } oifname vmap { ... : jump <chain>.hostout-dns }
+
+``marks`` (elsewhere): filtered in ``table inet netconfine`` (the nftables backend, with
+br_netfilter), where bridged packets show the bridge as ``iifname``/``oifname``: the port is
+carried in the packet mark, bits 8-15 set here from the ingress port
+(``nft_render.MARK_IN_MASK``), bits 16-23 set in ``bridge_forward`` from the egress port
+(``MARK_OUT_MASK``), before br_netfilter hands the packet to the IP hooks.
+
+Every chain of either form is named ``<chain>.*``, so a run that switches forms removes the other
+form's bridge chains here (and the inet backend the marks form's chains: ``Policy.retired``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model, nft_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import (
     IN_ORDER, NftablesBackend, _freeze)
@@ -64,6 +81,16 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render imp
 
 UNIT = "bridge"
 FAMILY, NAME = "bridge", "netconfine"
+FORMS = ("auto", "conntrack", "marks")
+PROBE_TABLE = "netconfine_probe"
+# bridge conntrack: expression init takes nf_ct_netns_get(net, NFPROTO_BRIDGE), which loads nf_conntrack_bridge
+# where it is a module and fails ("Protocol error") where it is not built; nft -c commits nothing
+CONNTRACK_PROBE = ("add table bridge {t}\nadd chain bridge {t} probe\n"
+                   "add rule bridge {t} probe ct state established,related accept\n").format(t=PROBE_TABLE)
+# the marks form's inet table (kernels built with the bridge family only, e.g. User-Mode-Linux's, refuse it)
+INET_PROBE = "add table inet %s\n" % PROBE_TABLE
+PROTOCOL_OF_FAMILY = {4: "ip", 6: "ip6"}
+PROTOCOL_OF_NFPROTO = {"ipv4": "ip", "ipv6": "ip6"}
 # ICMPv6 a guest may send from :: (duplicate address detection, RFC 4862 5.4; MLDv2 RFC 3810 5.2.13)
 UNSPECIFIED_TYPES = ["nd-router-solicit", "nd-neighbor-solicit", "mld2-listener-report"]
 ROUTER_TYPES = ["nd-router-advert", "nd-redirect"]
@@ -156,6 +183,7 @@ def render_rules(guard):
     if marked:
         chains.append((guard.out_chain, [_rule([{"vmap": {"key": meta("oifname"), "data": {"set": [
             [p.port, {"jump": {"target": p.out_chain}}] for p in marked]}}}])]))
+    chains += _service_chains(guard)
     limit = nft_render.MATCHES[model.Limit](guard.limit, None)
     for p in ports:
         used = ((["spoof_chain"] if 4 in guard.families else []) + (["spoof6_chain"] if 6 in guard.families else [])
@@ -170,6 +198,116 @@ def render_rules(guard):
             chains.append((p.out_chain, [_rule([{"mangle": {"key": meta("mark"), "value": {"|": [
                 {"&": [meta("mark"), (0xffffffff & ~MARK_OUT_MASK) | out]}, out]}}}])]))
     return chains
+
+
+# ---------------------------------------------------------------- the conntrack form's service policy
+
+def policy_ports(guard):
+    """The ports whose guest has a service policy in the conntrack form."""
+    return [p for p in guard.ports if p.services]
+
+
+def _ip_frames(guard):
+    """``meta protocol`` of the IP families the policy covers (``meta nfproto`` means nothing in a bridge table)."""
+    protocols = [PROTOCOL_OF_FAMILY[f] for f in guard.families]
+    return match(meta("protocol"), protocols[0] if len(protocols) == 1 else {"set": protocols})
+
+
+def _dispatch(guard, key, kind):
+    """``meta protocol ... <key> vmap { port : jump <port's kind chain> }``."""
+    return _rule([_ip_frames(guard), {"vmap": {"key": meta(key), "data": {"set": [
+        [p.port, {"jump": {"target": dict(p.services)[kind]}}] for p in policy_ports(guard)]}}}])
+
+
+def _bridge_expr(expr):
+    """An inet-table expression as the bridge family needs it: ``meta nfproto`` is ``meta protocol`` there."""
+    m = expr.get("match") if isinstance(expr, dict) else None
+    if m and m["left"] == meta("nfproto"):
+        return match(meta("protocol"), PROTOCOL_OF_NFPROTO[m["right"]], m["op"])
+    return expr
+
+
+def _service_chains(guard):
+    """The conntrack form's dispatch chains (``.forward``, ``.input``, ``.output``) and per-guest policy chains,
+    these rendered by nft_render from the model rules: [(name, [rule])]. None in the marks form."""
+    ports = policy_ports(guard)
+    if guard.form != "conntrack" or not ports:
+        return []
+    chains = [
+        (guard.out_chain, [_dispatch(guard, "iifname", "from"), _dispatch(guard, "oifname", "to"),
+                           _rule([_ip_frames(guard), match(_iifname(), {"set": [p.port for p in ports]}),
+                                  {"accept": None}])]),
+        (guard.chain + ".input", [_dispatch(guard, "iifname", "hostin")]),
+        (guard.chain + ".output", [_dispatch(guard, "oifname", "hostout")]),
+    ]
+    for chain in guard.services:
+        for name, rules in nft_render.render_chain(chain):
+            chains.append((name, [normalise(dict(r, expr=[_bridge_expr(e) for e in r["expr"]])) for r in rules]))
+    return chains
+
+
+def _probe(run, nft, script):
+    """None when the kernel takes ``script`` (``nft -c``: checked, nothing committed), else nft's reason."""
+    rc, out, err = run([nft, "-c", "-f", "-"], data=script)
+    return None if rc == 0 else " ".join((err or out).split()) or "rc=%d" % rc
+
+
+def choose_form(module, run, policy, backend, offline=False):
+    """The service policy's form on this host: (policy in that form, {"bridge_form": form}) on nftables.
+
+    ``bridge_form: auto`` asks the kernel (``nft -c``, nothing committed) for a ``ct state`` rule in a
+    throwaway bridge table, only when some guest has a service policy: ``conntrack`` where it takes it,
+    else ``marks`` (checked the same way: the inet table must be possible). A forced form the kernel
+    cannot hold fails here, naming what is missing, before anything is read or applied. No guest with
+    a policy: no probe, ``none`` (both forms are the same anti-spoofing table). ``offline``
+    (``state: rendered``, no root): no probe; ``auto`` renders the marks form.
+    """
+    wanted = module.params.get("bridge_form") or "auto"
+    if backend != "nftables":
+        if wanted != "auto":
+            raise NetconfineError("bridge_form %s is a form of the nftables backend; this task's backend is %s"
+                                  % (wanted, backend), "bridge_form")
+        return policy, {}
+    if not policy.present:
+        return policy, {}
+    guard = bridge_guard(policy.for_backend("nftables conntrack"))
+    count = len(policy_ports(guard)) if guard else 0
+    if offline:
+        form = "marks" if wanted == "auto" else wanted
+    elif not count:
+        return policy, {"bridge_form": "none" if wanted == "auto" else wanted}
+    else:
+        nft = module.get_bin_path("nft")
+        if not nft:
+            raise NetconfineError("the nftables form needs nft (Debian package nftables)", "backend")
+        form = _form_on_kernel(run, nft, wanted)
+    if form == "marks" and count > bridge_model.MARK_MAX:
+        raise bridge_model.too_many_for_marks(count)
+    return policy.with_form("nftables", form), {"bridge_form": form}
+
+
+def _form_on_kernel(run, nft, wanted):
+    """conntrack or marks (``wanted``: auto, conntrack, marks), as the kernel can hold it, or NetconfineError."""
+    no_conntrack = None if wanted == "marks" else _probe(run, nft, CONNTRACK_PROBE)
+    if wanted == "conntrack" and no_conntrack:
+        raise NetconfineError(
+            "bridge_form conntrack needs connection tracking in the bridge family, kernel module %s, which this "
+            "kernel does not have (nft -c of a 'ct state' rule in a bridge table: %s); nothing was changed. Use "
+            "bridge_form auto or marks" % (bridge_model.CONNTRACK_MODULE, no_conntrack), "bridge_form")
+    if wanted != "marks" and not no_conntrack:
+        return "conntrack"
+    no_inet = _probe(run, nft, INET_PROBE)
+    if no_inet:
+        if wanted == "marks":
+            raise NetconfineError(
+                "bridge_form marks filters the service policy in table inet netconfine (br_netfilter), and this "
+                "kernel has no nf_tables for the inet family (nft -c: %s); nothing was changed. Use bridge_form "
+                "auto or conntrack" % no_inet, "bridge_form")
+        raise NetconfineError(
+            "this kernel can hold neither form of the service policy: no bridge connection tracking (%s: %s) "
+            "and no nf_tables inet family (%s); nothing was changed" % (bridge_model.CONNTRACK_MODULE,
+                                                                         no_conntrack, no_inet), "bridge_form")
+    return "marks"
 
 
 class NftBridgeState(NftablesBackend):
@@ -200,8 +338,11 @@ class NftBridgeState(NftablesBackend):
         """The policy as the nftables reader sees it: two hooked chains (their helpers are theirs)."""
         guard = bridge_guard(policy)
         chains = (model.Chain("bridge", guard.chain, hook=model.Hook("PREROUTING")),)
-        if any(p.mark for p in guard.ports):
+        if any(p.mark for p in guard.ports) or policy_ports(guard):
             chains += (model.Chain("bridge", guard.out_chain, hook=model.Hook("FORWARD")),)
+        if policy_ports(guard):
+            chains += (model.Chain("bridge", guard.chain + ".input", hook=model.Hook("INPUT")),
+                       model.Chain("bridge", guard.chain + ".output", hook=model.Hook("OUTPUT")))
         return model.Policy(policy.name, chains, policy.families, policy.present and bool(guard.ports))
 
     def render(self, policy, unit):

@@ -67,6 +67,9 @@ _HOOKS = {
     # table bridge netconfine (nft_bridge): before the bridge family's filter priority and br_netfilter
     ("bridge", "PREROUTING"): ("filter", "prerouting", -200),
     ("bridge", "FORWARD"): ("filter", "forward", -200),
+    # its conntrack form's service policy: guest to host, host to guest (the egress port is known there)
+    ("bridge", "INPUT"): ("filter", "input", -200),
+    ("bridge", "OUTPUT"): ("filter", "output", -200),
 }
 POSITION_OFFSET = {"first": -1, "last": 1}
 

@@ -9,6 +9,11 @@ Private to the paranoid.netconfine collection. A *state* for
 the text of what would change (``modprobe MODULE`` lines, then ``key = value``
 lines in sysctl.conf(5) syntax), ``apply`` does it, and the engine reads back.
 
+Kernel modules a task needs without a key of their own (``model.KernelModule``, e.g.
+``nf_conntrack_bridge``) go through the same unit: read from ``/sys/module/<name>`` (or the
+kernel's ``modules.builtin``), shown as ``module NAME = loaded``, loaded with ``modprobe NAME``,
+and persisted with the sysctls (the boot file's ``modprobe`` lines).
+
 Only what a task declares is read or written. ``state: absent`` leaves the
 parameters as they are (other services may rely on ``ip_forward`` or
 ``bridge-nf-call-iptables``): the removal reports nothing here.
@@ -27,8 +32,11 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import 
 
 UNIT = "kernel"
 MISSING = "(missing)"
+LOADED, NOT_LOADED = "loaded", "(not loaded)"
+MODULE_KEY = "module "       # Settings key of a KernelModule: "module NAME" (no sysctl key has a space)
 PROC_SYS = "/proc/sys"
 SYS_MODULE = "/sys/module"
+LIB_MODULES = "/lib/modules"
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,11 @@ def sysctls(policy):
     return found
 
 
+def kernel_modules(policy):
+    """The policy's ``model.KernelModule`` resources by name."""
+    return dict((item.name, item) for item in policy.resources if isinstance(item, model.KernelModule))
+
+
 class SysctlState:
     """Reads and writes ``/proc/sys`` in the namespace the module runs in."""
 
@@ -56,17 +69,20 @@ class SysctlState:
     offline_units = (UNIT,)
     persistent = True          # persistence.PersistState keeps its text for boot
 
-    def __init__(self, run, modprobe=None, proc_sys=PROC_SYS, sys_module=SYS_MODULE):
+    def __init__(self, run, modprobe=None, proc_sys=PROC_SYS, sys_module=SYS_MODULE, lib_modules=LIB_MODULES):
         """``run(argv, data=None) -> (rc, out, err)``; ``modprobe`` is its path or None."""
         self.run = run
         self.modprobe = modprobe
         self.proc_sys = proc_sys
         self.sys_module = sys_module
+        self.lib_modules = lib_modules
         self._declared = {}
+        self._modules = {}
 
     def units(self, policy):
         self._declared = sysctls(policy)
-        return (UNIT,) if self._declared else ()
+        self._modules = kernel_modules(policy)
+        return (UNIT,) if self._declared or self._modules else ()
 
     def _path(self, key):
         return os.path.join(self.proc_sys, key)
@@ -79,17 +95,32 @@ class SysctlState:
                     out[key] = " ".join(handle.read().split())
             except (IOError, OSError):
                 out[key] = MISSING
+        for name in self._modules:
+            out[MODULE_KEY + name] = LOADED if self._loaded(name) else NOT_LOADED
         return out
+
+    def _loaded(self, name):
+        """Loaded (``/sys/module/NAME``: a module with state, or one built in that has parameters) or built in."""
+        if os.path.isdir(os.path.join(self.sys_module, name)):
+            return True
+        try:
+            with open(os.path.join(self.lib_modules, os.uname()[2], "modules.builtin")) as handle:
+                return any(os.path.basename(line.strip()) == name + ".ko" for line in handle)
+        except (IOError, OSError):
+            return False
 
     def owned(self, read, policy, unit):
         if not policy.present:
             return {}
-        return {UNIT: Settings(tuple(sorted((key, read.get(key, MISSING)) for key in sysctls(policy))))}
+        keys = list(sysctls(policy)) + [MODULE_KEY + name for name in kernel_modules(policy)]
+        return {UNIT: Settings(tuple(sorted((key, read.get(key, MISSING)) for key in keys)))}
 
     def render(self, policy, unit):
         if not policy.present:
             return {}
-        return {UNIT: Settings(tuple(sorted((key, item.value) for key, item in sysctls(policy).items())))}
+        values = [(key, item.value) for key, item in sysctls(policy).items()]
+        values += [(MODULE_KEY + name, LOADED) for name in kernel_modules(policy)]
+        return {UNIT: Settings(tuple(sorted(values)))}
 
     def script(self, read, current, desired, restore_jumps=None):
         """What would change: ``modprobe M`` for missing keys that name a module, then ``key = value``."""
@@ -97,7 +128,11 @@ class SysctlState:
         have = dict(current[UNIT].values) if UNIT in current else {}
         lines, modules = [], []
         for key in sorted(want):
-            if have.get(key) == want[key] or want[key] == MISSING:   # rollback cannot un-create a key
+            if have.get(key) == want[key] or want[key] in (MISSING, NOT_LOADED):   # rollback cannot un-create a key
+                continue
+            if key.startswith(MODULE_KEY):      # nothing to unload on rollback either
+                if key[len(MODULE_KEY):] not in modules:
+                    modules.append(key[len(MODULE_KEY):])
                 continue
             module = self._declared[key].module if key in self._declared else None
             if have.get(key, MISSING) == MISSING and module and module not in modules and not self._built_in(
@@ -146,7 +181,8 @@ class SysctlState:
                 raise NetconfineError("cannot set %s to %s: %s" % (dotted, value, exc), field)
 
     def _load(self, module):
-        field = next((i.field for i in self._declared.values() if i.module == module), "name")
+        field = self._modules[module].field if module in self._modules else next(
+            (i.field for i in self._declared.values() if i.module == module), "name")
         if not self.modprobe:
             raise NetconfineError("kernel module %s is needed but modprobe is not installed (package kmod)"
                                   % module, field)

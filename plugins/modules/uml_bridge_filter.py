@@ -45,14 +45,19 @@ description:
   - "On the nftables backend the anti-spoofing (L3 and, with O(guests[].mac), L2) is in C(table bridge netconfine):
     one chain of the task hooked first from the bridge's C(prerouting), where every check is one set or verdict-map
     lookup (C(iifname . ip saddr), C(iifname . ip6 saddr), C(iifname . ether saddr), C(iifname . arp saddr ip)
-    concatenations), so the per-packet cost does not grow with the number of guests. The service policy needs
-    connection tracking, which the bridge family only has with C(nf_conntrack_bridge) (not built on every
-    kernel), so it is filtered statefully in C(table inet netconfine) (C(forward), C(input), C(output)) through
-    C(br_netfilter). There bridged packets show the bridge, not the port, as interface: the bridge table records
-    the ingress port in bits 8-15 and the egress port in bits 16-23 of the packet mark (the whole mark of frames
-    from a guest with a policy is set; another tool's marks on bridged guest traffic are overwritten), and the inet
-    rules match the bridge and those bits. C(br_netfilter) and the sysctls are only required when a guest has a
-    service policy. See docs/backends.md."
+    concatenations), so the per-packet cost does not grow with the number of guests."
+  - "The nftables backend's service policy needs connection tracking, and comes in two forms (O(bridge_form)).
+    V(conntrack), where the kernel has bridge connection tracking (C(nf_conntrack_bridge), Debian's stock kernels):
+    everything in C(table bridge netconfine), the per-guest chains dispatched by port (verdict maps on C(iifname)
+    / C(oifname)) from the bridge's C(forward), C(input) (guest to host) and C(output) (host to guest, where the
+    egress port is known) hooks; no C(inet) chains, no packet marks, no C(br_netfilter) or C(bridge-nf-call-*)
+    sysctls: the module loads C(nf_conntrack_bridge) instead (reported as a change, persisted)."
+  - "V(marks), elsewhere: the policy is filtered statefully in C(table inet netconfine) (C(forward), C(input),
+    C(output)) through C(br_netfilter). There bridged packets show the bridge, not the port, as interface: the bridge
+    table records the ingress port in bits 8-15 and the egress port in bits 16-23 of the packet mark (the whole
+    mark of frames from a guest with a policy is set; another tool's marks on bridged guest traffic are
+    overwritten; at most 255 guests with a policy), and the inet rules match the bridge and those bits.
+    C(br_netfilter) and the sysctls are only required when a guest has a service policy. See docs/backends.md."
 author:
   - paranoid.netconfine developers (@paranoid-netconfine)
 extends_documentation_fragment:
@@ -79,6 +84,22 @@ options:
         removes what the other backend owned for this task in the same run.
     type: str
     choices: [auto, iptables, nftables]
+    default: auto
+  bridge_form:
+    description:
+      - Where the nftables backend filters the per-guest service policy (RV(bridge_form) says which a run used).
+      - V(conntrack) statefully in C(table bridge netconfine) itself, with bridge connection tracking
+        (C(nf_conntrack_bridge)); C(br_netfilter) is not needed. Fails, changing nothing, where the kernel cannot
+        track connections in the bridge family, naming the missing module.
+      - V(marks) in C(table inet netconfine) through C(br_netfilter), the ports carried in packet marks. Fails where
+        the kernel has no nf_tables C(inet) family (User-Mode-Linux's kernel builds only the bridge family).
+      - V(auto) asks the kernel (C(nft -c) of a C(ct state) rule in a throwaway bridge table, which commits nothing
+        and loads C(nf_conntrack_bridge) where it is a module), only when some guest has a service policy, and uses
+        V(conntrack) where it can, else V(marks). With O(state=rendered) (no root) it renders V(marks).
+      - The run that moves a host from one form to the other removes the other form's chains in the same run.
+      - Only for O(backend=nftables); another value than V(auto) with the iptables backend is an error.
+    type: str
+    choices: [auto, conntrack, marks]
     default: auto
   bridge:
     description:
@@ -191,9 +212,9 @@ notes:
     untagged IPv4, IPv6 or ARP) of the bridge table;
     each log rule has its own rate limit. LOG lines of a network namespace other than the initial one are only
     written with C(net.netfilter.nf_log_all_netns=1); the counters always count."
-  - The kernel refuses C(--physdev-out) in C(OUTPUT), where the bridge port is not known yet, so host to guest
-    rules match the guest's addresses leaving through O(bridge); the anti-spoofing rules are what make an address
-    stand for a guest.
+  - The kernel refuses C(--physdev-out) in C(OUTPUT), where the bridge port is not known yet, so on the iptables
+    backend and the V(marks) form host to guest rules match the guest's addresses leaving through O(bridge); the
+    anti-spoofing rules are what make an address stand for a guest. The V(conntrack) form matches the port.
   - "Link-local IPv6 sources (C(fe80::/64)) are accepted from every guest: without L2 anti-spoofing a guest can
     claim another guest's link-local address."
 seealso:
@@ -238,6 +259,14 @@ backend:
   returned: always
   type: str
   sample: iptables
+bridge_form:
+  description:
+    - Where the service policy is filtered on the nftables backend (O(bridge_form)); V(none) when no guest has a
+      service policy (both forms are then the same anti-spoofing table, and nothing is probed).
+  returned: when the backend is nftables and O(state) is not V(absent)
+  type: str
+  choices: [conntrack, marks, none]
+  sample: conntrack
 chains:
   description: Names of the chains the task owns.
   returned: always
@@ -270,7 +299,7 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils import sysctl_
 from ansible_collections.paranoid.netconfine.plugins.module_utils.bridge_model import build_policy
 from ansible_collections.paranoid.netconfine.plugins.module_utils.ebtables_state import ebtables_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import run_module
-from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_bridge import nft_bridge_state
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_bridge import FORMS, choose_form, nft_bridge_state
 
 SERVICE_OPTIONS = {
     "protocol": dict(type="str", required=True, choices=["tcp", "udp", "icmp", "ipv6-icmp"]),
@@ -294,6 +323,7 @@ GUEST_OPTIONS = dict(
 
 ARGUMENT_SPEC = dict(
     backend=dict(type="str", default="auto", choices=["auto", "iptables", "nftables"]),
+    bridge_form=dict(type="str", default="auto", choices=list(FORMS)),
     bridge=dict(type="str", required=True),
     log_prefix=dict(type="str", default="bridge "),
     log_limit=dict(type="str", default="10/min"),
@@ -303,7 +333,8 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state.make_state, ebtables_state, nft_bridge_state))
+    run_module(ARGUMENT_SPEC, build_policy, states=(sysctl_state.make_state, ebtables_state, nft_bridge_state),
+               select_form=choose_form)
 
 
 if __name__ == "__main__":

@@ -502,3 +502,59 @@ def test_owned_follows_jumps_to_helper_chains_no_longer_declared_and_script_dele
     script = backend.script(tables, current, backend.render(after, 4)).splitlines()
     assert script.index(":%s - [0:0]" % names[1]) < script.index("-X %s" % names[1])
     assert "-X %s" % names[0] not in script and "NC-foreign-00000000" not in "\n".join(script)
+
+
+class KernelWithoutIpNfTables:
+    """A fake ``run`` for a kernel like User-Mode-Linux's: nf_tables has only the bridge family, so iptables-nft
+    prints nothing and nft refuses an ip/ip6 table, while iptables-legacy holds the task's rules."""
+
+    def __init__(self, ip_family=False, legacy_text="", refusal="Error: Could not process rule: Operation not supported\n"):
+        self.ip_family, self.legacy_text, self.calls, self.refusal = ip_family, legacy_text, [], refusal
+
+    def __call__(self, argv, data=None):
+        self.calls.append(argv[0])
+        if argv[0] == "nft":
+            assert argv == ["nft", "-c", "-f", "-"] and data in ("add table ip netconfine_probe\n",
+                                                                 "add table ip6 netconfine_probe\n")
+            return (0, "", "") if self.ip_family else (1, "", self.refusal)
+        if argv[0].endswith("legacy-save"):
+            return 0, self.legacy_text, ""
+        if argv[0].endswith("-save"):
+            return 0, "", ""
+        raise AssertionError(argv)
+
+
+LEGACY = {4: ("iptables-legacy-save", "iptables-legacy-restore"), 6: ("ip6tables-legacy-save", "ip6tables-legacy-restore")}
+NFT_BINS = {4: ("/usr/sbin/xtables-nft-multi-save", "iptables-nft-restore"),
+            6: ("/usr/sbin/xtables-nft-multi-save6", "ip6tables-nft-restore")}
+
+
+@pytest.mark.parametrize("refusal", [
+    "Error: Could not process rule: Operation not supported\n",                    # nf_tables, bridge family only
+    "mnl.c:60: Unable to initialize Netlink socket: Protocol not supported\n",     # no nf_tables at all
+])
+def test_a_kernel_without_nf_tables_for_ip_reads_and_restores_with_iptables_legacy(refusal):
+    legacy_rules = save(("filter", [":OUTPUT ACCEPT [0:0]", ":%s - [0:0]" % NC], [JUMP, RULE]))
+    run = KernelWithoutIpNfTables(legacy_text=legacy_rules.replace("(nf_tables)", "(legacy)"), refusal=refusal)
+    backend = IptablesBackend(run, NFT_BINS, nft="nft", legacy=LEGACY)
+    tables = backend.read(4)
+    assert run.calls == ["/usr/sbin/xtables-nft-multi-save", "nft", "iptables-legacy-save"]
+    assert backend.owned(tables, policy(), 4)["filter"].chains        # what the task owns there is seen
+    assert backend.restore_argv(4)[0] == "iptables-legacy-restore" and backend.variant(4) == "legacy"
+    backend.read(4)                                                   # asked once per family and run
+    assert run.calls[3:] == ["iptables-legacy-save"]
+
+
+@pytest.mark.parametrize("ip_family, legacy, nft, tables", [
+    (True, LEGACY, "nft", ""),          # the kernel has nf_tables for ip: an empty iptables-nft is just empty
+    (False, {}, "nft", ""),             # no iptables-legacy to turn to
+    (False, LEGACY, None, ""),          # no nft to ask
+    (False, LEGACY, "nft", "*filter"),  # iptables-nft printed a table: the kernel has the family
+])
+def test_iptables_nft_stays_where_the_kernel_has_nf_tables_or_nothing_else_can_be_used(ip_family, legacy, nft, tables):
+    run = KernelWithoutIpNfTables(ip_family)
+    run_with_tables = (lambda argv, data=None: (0, tables + "\nCOMMIT\n", "") if argv[0].endswith("-save")
+                       else run(argv, data)) if tables else run
+    backend = IptablesBackend(run_with_tables, NFT_BINS, nft=nft, legacy=legacy)
+    backend.read(4)
+    assert backend.restore_argv(4)[0] == "iptables-nft-restore"

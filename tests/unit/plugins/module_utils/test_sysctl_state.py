@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -175,3 +176,41 @@ def test_failed_rules_roll_the_state_back(tmp_path):
 
 def test_no_resources_no_unit(tmp_path):
     assert state(Kernel(tmp_path, {})).units(model.Policy("t")) == ()
+
+
+def test_kernel_module_is_read_from_sys_module_loaded_with_modprobe_and_persisted_as_a_modprobe_line(tmp_path):
+    sys_module = tmp_path / "sys-module"
+    sys_module.mkdir()
+
+    def modprobe(argv, data=None):
+        (sys_module / argv[-1]).mkdir()
+        return 0, "", ""
+
+    seam = SysctlState(modprobe, modprobe="/sbin/modprobe", proc_sys=str(tmp_path / "proc"),
+                       sys_module=str(sys_module), lib_modules=str(tmp_path / "lib-modules"))
+    pol = model.Policy("t", resources=(model.KernelModule("nf_conntrack_bridge", field="bridge_form"),))
+    checked = engine.converge(pol, [Recorder([])], states=[seam], check_mode=True)
+    assert checked["scripts"]["sysctl kernel"] == "modprobe nf_conntrack_bridge\n"
+    assert "module nf_conntrack_bridge = (not loaded)" in checked["diff"]["before"]
+    assert not (sys_module / "nf_conntrack_bridge").exists()
+    assert engine.converge(pol, [Recorder([])], states=[seam])["changed"]
+    assert (sys_module / "nf_conntrack_bridge").is_dir()
+    again = engine.converge(pol, [Recorder([])], states=[seam])
+    assert again["rendered"]["sysctl kernel"] == "module nf_conntrack_bridge = loaded\n"
+    assert not [u for u in again["scripts"] if u.startswith("sysctl")]
+    assert seam.boot_script(seam.render(pol, "kernel")) == "modprobe nf_conntrack_bridge\n"
+
+
+def test_kernel_module_built_in_counts_as_loaded_and_a_failed_modprobe_names_the_field(tmp_path):
+    lib = tmp_path / "lib-modules" / os.uname()[2]
+    lib.mkdir(parents=True)
+    (lib / "modules.builtin").write_text("kernel/net/bridge/netfilter/nf_conntrack_bridge.ko\n")
+    seam = SysctlState(lambda argv, data=None: (1, "", "FATAL"), modprobe="/sbin/modprobe",
+                       sys_module=str(tmp_path / "none"), lib_modules=str(tmp_path / "lib-modules"))
+    pol = model.Policy("t", resources=(model.KernelModule("nf_conntrack_bridge", field="bridge_form"),))
+    checked = engine.converge(pol, [Recorder([])], states=[seam], check_mode=True)
+    assert "sysctl kernel" not in checked["scripts"] and "loaded" in checked["rendered"]["sysctl kernel"]
+    other = model.Policy("t", resources=(model.KernelModule("nf_nope", field="bridge_form"),))
+    with pytest.raises(NetconfineError) as failure:
+        engine.converge(other, [Recorder([])], states=[seam])
+    assert failure.value.field == "bridge_form" and "modprobe nf_nope failed" in str(failure.value)
