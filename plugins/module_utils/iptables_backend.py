@@ -200,6 +200,7 @@ class IptablesBackend:
         self.legacy = legacy or {}
         self._variant = {}
         self._checked = set()
+        self._nft_families = None      # the IP families the kernel's nf_tables has, once asked
 
     # ---------------------------------------------------------- the seam
 
@@ -475,14 +476,27 @@ class IptablesBackend:
         legacy = self.legacy.get(family)
         if not legacy or not self.nft or (rc == 0 and "*" in out) or self.variant(family) != "nf_tables":
             return None
-        probe = "add table %s netconfine_probe\n" % NFT_FAMILY[family]
-        rc, _out, err = self.run([self.nft, "-c", "-f", "-"], data=probe)
+        if self._nft_families is None:
+            # both families in one question first: on a kernel that has them (nearly every host) one command
+            self._nft_families = ()
+            if self._probe(*sorted(self.bins)) is None:
+                self._nft_families = tuple(sorted(self.bins))
+        if family in self._nft_families:
+            return None
+        err = self._probe(family)
         # "Operation not supported": nf_tables without the family; "Protocol not supported": no nf_tables at all
-        if rc == 0 or "not supported" not in err:
+        if err is None or "not supported" not in err:
             return None
         self.bins[family] = legacy
         self._variant.pop(family, None)
         return "legacy"
+
+    def _probe(self, *families):
+        """None when the kernel takes a throwaway nf_tables table of each family (``nft -c``: nothing is
+        committed), else nft's error text."""
+        probe = "".join("add table %s netconfine_probe\n" % NFT_FAMILY[f] for f in families)
+        rc, _out, err = self.run([self.nft, "-c", "-f", "-"], data=probe)
+        return None if rc == 0 else err
 
     def variant(self, family):
         """``nf_tables`` or ``legacy``: the kernel layer this family's iptables-restore writes.
