@@ -303,10 +303,10 @@ def _form_on_kernel(run, nft, wanted):
                 "bridge_form marks filters the service policy in table inet netconfine (br_netfilter), and this "
                 "kernel has no nf_tables for the inet family (nft -c: %s); nothing was changed. Use bridge_form "
                 "auto or conntrack" % no_inet, "bridge_form")
+        why = (bridge_model.CONNTRACK_MODULE, no_conntrack, no_inet)
         raise NetconfineError(
             "this kernel can hold neither form of the service policy: no bridge connection tracking (%s: %s) "
-            "and no nf_tables inet family (%s); nothing was changed" % (bridge_model.CONNTRACK_MODULE,
-                                                                         no_conntrack, no_inet), "bridge_form")
+            "and no nf_tables inet family (%s); nothing was changed" % why, "bridge_form")
     return "marks"
 
 

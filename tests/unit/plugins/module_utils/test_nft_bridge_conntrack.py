@@ -138,8 +138,8 @@ class Nft:
         self.calls.append((argv, data))
         assert argv == ["/usr/sbin/nft", "-c", "-f", "-"]
         if data == CONNTRACK_PROBE:
-            return (0, "", "") if self.conntrack else (1, "", "/dev/stdin:3:1-60: Error: Could not process rule: "
-                                                                 "Protocol error\n")
+            refused = "/dev/stdin:3:1-60: Error: Could not process rule: Protocol error\n"
+            return (0, "", "") if self.conntrack else (1, "", refused)
         if data == INET_PROBE:
             return (0, "", "") if self.inet else (1, "", "Error: Could not process rule: Operation not supported\n")
         raise AssertionError(data)
