@@ -8,9 +8,9 @@ secmark``, read back from the kernel with ``nft -j list table inet netconfine``.
 scenario (one test function, so that pytest-xdist cannot split it over two guests). Fails, never skips,
 when the guest cannot be built or started.
 
-Wall time on a 2-core machine under software emulation (TCG): image build and saved VM ~4-5 min once
-(cached), start from the saved VM a few seconds, the scenario's eight ansible-playbook runs several minutes
-(two semodule transactions of ~40 s each).
+Wall time on a 2-core machine under software emulation (TCG), measured with other runs beside it: image build
+and saved VM 4.5-10 min once (cached), start from the saved VM 10-13 s, the scenario's eight ansible-playbook
+runs 3.5-4 min (installing and removing the module 48-72 s each: semodule rebuilds the policy), 4-5 min in all.
 """
 
 from __future__ import annotations
