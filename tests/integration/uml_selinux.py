@@ -10,6 +10,9 @@ the test domains of selinux_guest/nctest.cil) is cached under .build/selinux-gue
 Each boot uses its own copy-on-write file, so the image never changes. The guest lives in a network
 namespace of ours on a tap: 192.0.2.2 is the guest, 192.0.2.1 and 192.0.2.80 are the host side. Ansible reaches it with ssh through
 ``ip netns exec NS nc`` (ProxyCommand), so nothing of the host's own network changes.
+
+``booted(script, name)`` is the same for any guest script with that interface and tap: qemu_selinux.qemu_guest()
+starts the QEMU guest of scripts/qemu-guest (Debian's stock kernel, for the nftables forms) with it.
 """
 
 from __future__ import annotations
@@ -30,27 +33,26 @@ HOST_SIDE = ("192.0.2.1", "192.0.2.80")
 BOOT_TIMEOUT = 300
 
 
-def image() -> Path:
-    """root.img and id_ed25519 of the guest, built by selinux_guest/build.sh on first use (scripts/selinux-guest)."""
-    proc = subprocess.run(["bash", str(SELINUX_GUEST), "image"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr.strip() or "scripts/selinux-guest image: rc %d" % proc.returncode)
-    return Path(proc.stdout.strip())
-
-
 class Guest:
-    def __init__(self, ns: str, directory: Path):
-        self.ns, self.dir = ns, directory
+    """A booted guest on the tap of namespace ``ns`` (192.0.2.2), reached over SSH; ``hosts``: one inventory host.
+    ``directory``: its scripts' DIR (root's key, console log, copy-on-write disk); ``script``: what booted it."""
+
+    def __init__(self, ns: str, directory: Path, script: Path = SELINUX_GUEST, name: str = "selinuxhost"):
+        self.ns, self.dir, self.script = ns, directory, script
         self.key, self.log = directory / "id_ed25519", directory / "console.log"
-        key = self.key       # written by scripts/selinux-guest start
+        key = self.key       # written by the script's start
+        self.booted_after = 0.0
         proxy = "ip netns exec %s nc %%h %%p" % ns
         self.ssh_options = ["-o", "ProxyCommand=%s" % proxy, "-o", "StrictHostKeyChecking=no",
                             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
                             "-o", "ConnectTimeout=20", "-i", str(key)]
-        self.hosts = {"selinuxhost": {
+        self.hosts = {name: {
             "ansible_connection": "ssh", "ansible_host": GUEST, "ansible_user": "root",
             "ansible_python_interpreter": "/usr/bin/python3", "ansible_pipelining": True,
             "ansible_ssh_private_key_file": str(key),
+            # a master connection of our own: ~/.ansible/cp's is keyed by host, port and user only, so another
+            # run's guest at 192.0.2.2 (the lab's selinuxhost, another test's) would get this guest's tasks
+            "ansible_control_path_dir": str(key.parent / "cp"),
             "ansible_ssh_common_args": " ".join(
                 ["-o 'ProxyCommand=%s'" % proxy, "-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null",
                  "-o LogLevel=ERROR", "-o ConnectTimeout=20"]),
@@ -64,8 +66,9 @@ class Guest:
         return proc
 
     def reboot(self) -> None:
-        """Power the guest off and boot it again from the same disk (scripts/selinux-guest reboot); enforcing again."""
-        boot = subprocess.run(["bash", str(SELINUX_GUEST), "reboot", str(self.dir), "--timeout", str(BOOT_TIMEOUT)],
+        """Power the guest off and boot it again from the same disk (``reboot DIR`` of scripts/selinux-guest);
+        enforcing again."""
+        boot = subprocess.run(["bash", str(self.script), "reboot", str(self.dir), "--timeout", str(BOOT_TIMEOUT)],
                               capture_output=True, text=True, check=False)
         if boot.returncode != 0:
             raise AssertionError("the guest did not come back after a reboot: %s%s" % (boot.stdout, boot.stderr))
@@ -75,17 +78,27 @@ class Guest:
 
 
 @contextlib.contextmanager
-def selinux_guest() -> Iterator[Guest]:
-    image()     # built (or found) before the clock of the boot starts
-    with nchelpers.netns() as ns, tempfile.TemporaryDirectory(prefix="nct-uml-") as tmp:
+def booted(script: Path, name: str, timeout: float = BOOT_TIMEOUT) -> Iterator[Guest]:
+    """Boot the guest of ``script`` (scripts/selinux-guest or scripts/qemu-guest: ``image``, ``start NETNS DIR``,
+    ``stop DIR``) in a namespace of ours; stopped, and everything removed, on exit."""
+    what = script.name
+    proc = subprocess.run(["bash", str(script), "image"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:     # built (or found) before the clock of the boot starts
+        raise RuntimeError("%s image: rc %d: %s" % (what, proc.returncode, proc.stderr.strip()))
+    with nchelpers.netns() as ns, tempfile.TemporaryDirectory(prefix="nct-%s-" % what) as tmp:
         started = time.monotonic()
-        guest = Guest(ns, Path(tmp))
+        guest = Guest(ns, Path(tmp), script, name)
         try:
-            boot = subprocess.run(["bash", str(SELINUX_GUEST), "start", ns, tmp, "--timeout", str(BOOT_TIMEOUT)],
+            boot = subprocess.run(["bash", str(script), "start", ns, tmp, "--timeout", str(timeout)],
                                   capture_output=True, text=True, check=False)
             if boot.returncode != 0:
-                raise RuntimeError("the UML guest did not boot: %s%s" % (boot.stdout, boot.stderr))
+                raise RuntimeError("the %s guest did not boot: %s%s" % (what, boot.stdout, boot.stderr))
             guest.booted_after = time.monotonic() - started
             yield guest
         finally:
-            subprocess.run(["bash", str(SELINUX_GUEST), "stop", tmp], check=False)
+            subprocess.run(["bash", str(script), "stop", tmp], check=False)
+
+
+def selinux_guest() -> contextlib.AbstractContextManager[Guest]:
+    """The User-Mode-Linux guest (scripts/selinux-guest), booted; the inventory host is ``selinuxhost``."""
+    return booted(SELINUX_GUEST, "selinuxhost")
