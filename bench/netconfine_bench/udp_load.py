@@ -125,20 +125,22 @@ def ratio_to(series, base) -> float:
     return statistics.median(a / b for a, b in zip(series, base))
 
 
-def summarise(measured: dict, base: str = "empty") -> dict:
-    """Medians and ratios to ``base`` of ``rounds``' result, per wall-clock second and per CPU-second."""
+def summarise(measured: dict, base="empty") -> dict:
+    """Medians and ratios to the baseline of ``rounds``' result, per wall-clock second and per CPU-second.
+    ``base``: the baseline variant's name, or a function of a variant giving its baseline's name."""
+    base_of = base if callable(base) else (lambda _variant: base)
     samples, per_cpu = measured["pps"], measured["per_cpu_second"]
     return {"medians": dict((k, statistics.median(v)) for k, v in samples.items()),
-            "ratios": dict((k, ratio_to(v, samples[base])) for k, v in samples.items()),
+            "ratios": dict((k, ratio_to(v, samples[base_of(k)])) for k, v in samples.items()),
             "per_cpu_medians": dict((k, statistics.median(v)) for k, v in per_cpu.items()),
-            "per_cpu_ratios": dict((k, ratio_to(v, per_cpu[base])) for k, v in per_cpu.items())}
+            "per_cpu_ratios": dict((k, ratio_to(v, per_cpu[base_of(k)])) for k, v in per_cpu.items())}
 
 
 def table(variants, loaded: dict, measured: dict, summary: dict) -> str:
     """The Markdown table both benchmarks print."""
     samples = measured["pps"]
-    lines = ["| variant | what the kernel holds | packets/s (median, min - max) | vs empty | "
-             "packets per CPU-second of the sender (median) | vs empty |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| variant | what the kernel holds | packets/s (median, min - max) | vs its empty | "
+             "packets per CPU-second of the sender (median) | vs its empty |", "|---|---|---:|---:|---:|---:|"]
     for k in variants:
         lines.append("| %s | %s | %.0f (%.0f - %.0f) | %.2fx | %.0f | %.2fx |" % (
             k, loaded[k], summary["medians"][k], min(samples[k]), max(samples[k]), summary["ratios"][k],
