@@ -23,6 +23,7 @@ from typing import Tuple
 from ansible_collections.paranoid.netconfine.plugins.module_utils import nf_netlink, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import CHAIN_PREFIX
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import PROBE_TABLE, kernel_refuses
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import (
     policy_marker, render_chain, render_jump)
 
@@ -492,11 +493,9 @@ class IptablesBackend:
         return "legacy"
 
     def _probe(self, *families):
-        """None when the kernel takes a throwaway nf_tables table of each family (``nft -c``: nothing is
-        committed), else nft's error text."""
-        probe = "".join("add table %s netconfine_probe\n" % NFT_FAMILY[f] for f in families)
-        rc, _out, err = self.run([self.nft, "-c", "-f", "-"], data=probe)
-        return None if rc == 0 else err
+        """None when the kernel takes a throwaway nf_tables table of each family, else nft's reason."""
+        return kernel_refuses(self.run, self.nft, "".join("add table %s %s\n" % (NFT_FAMILY[f], PROBE_TABLE)
+                                                          for f in families))
 
     def variant(self, family):
         """``nf_tables`` or ``legacy``: the kernel layer this family's iptables-restore writes.

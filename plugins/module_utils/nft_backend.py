@@ -42,6 +42,13 @@ SELINUXFS = "/sys/fs/selinux"
 PROBE_TABLE = "netconfine_probe"
 
 
+def kernel_refuses(run, nft, script):
+    """None when the kernel takes the nft ``script`` (``nft -c -f -``: the kernel checks the batch and
+    commits nothing; a throwaway table named PROBE_TABLE asks what it can hold), else nft's reason."""
+    rc, out, err = run([nft, "-c", "-f", "-"], data=script)
+    return None if rc == 0 else " ".join((err or out).split()) or "rc=%d" % rc
+
+
 @dataclass(frozen=True)
 class NftChain:
     """One chain of our table as nft listed it; ``rules`` are canonical rule texts in order."""
@@ -239,10 +246,8 @@ class NftablesBackend:
         if _UNSAFE & set(context) or not context:
             return "unexpected context %r in %s" % (context, path)
         script = 'add table inet %s\nadd secmark inet %s probe { "%s" }\n' % (PROBE_TABLE, PROBE_TABLE, context)
-        rc, out, err = self.run([self.nft, "-c", "-f", "-"], data=script)
-        if rc != 0:
-            return "the kernel refuses nftables secmark objects (nft -c: %s)" % " ".join((err or out).split())
-        return None
+        refused = kernel_refuses(self.run, self.nft, script)
+        return "the kernel refuses nftables secmark objects (nft -c: %s)" % refused if refused else None
 
     def units(self, policy):
         return (UNIT,)

@@ -75,14 +75,13 @@ __metaclass__ = type
 from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model, nft_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import (
-    IN_ORDER, NftablesBackend, _freeze)
+    IN_ORDER, PROBE_TABLE, NftablesBackend, _freeze, kernel_refuses)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import (
     COUNTER, MARK_OUT_MASK, canonical, match, meta, network, normalise, payload)
 
 UNIT = "bridge"
 FAMILY, NAME = "bridge", "netconfine"
 FORMS = ("auto", "conntrack", "marks")
-PROBE_TABLE = "netconfine_probe"
 # bridge conntrack: expression init takes nf_ct_netns_get(net, NFPROTO_BRIDGE), which loads nf_conntrack_bridge
 # where it is a module and fails ("Protocol error") where it is not built; nft -c commits nothing
 CONNTRACK_PROBE = ("add table bridge {t}\nadd chain bridge {t} probe\n"
@@ -246,12 +245,6 @@ def _service_chains(guard):
     return chains
 
 
-def _probe(run, nft, script):
-    """None when the kernel takes ``script`` (``nft -c``: checked, nothing committed), else nft's reason."""
-    rc, out, err = run([nft, "-c", "-f", "-"], data=script)
-    return None if rc == 0 else " ".join((err or out).split()) or "rc=%d" % rc
-
-
 def choose_form(module, run, policy, backend, offline=False):
     """The service policy's form on this host: (policy in that form, {"bridge_form": form}) on nftables.
 
@@ -288,7 +281,7 @@ def choose_form(module, run, policy, backend, offline=False):
 
 def _form_on_kernel(run, nft, wanted):
     """conntrack or marks (``wanted``: auto, conntrack, marks), as the kernel can hold it, or NetconfineError."""
-    no_conntrack = None if wanted == "marks" else _probe(run, nft, CONNTRACK_PROBE)
+    no_conntrack = None if wanted == "marks" else kernel_refuses(run, nft, CONNTRACK_PROBE)
     if wanted == "conntrack" and no_conntrack:
         raise NetconfineError(
             "bridge_form conntrack needs connection tracking in the bridge family, kernel module %s, which this "
@@ -296,7 +289,7 @@ def _form_on_kernel(run, nft, wanted):
             "bridge_form auto or marks" % (bridge_model.CONNTRACK_MODULE, no_conntrack), "bridge_form")
     if wanted != "marks" and not no_conntrack:
         return "conntrack"
-    no_inet = _probe(run, nft, INET_PROBE)
+    no_inet = kernel_refuses(run, nft, INET_PROBE)
     if no_inet:
         if wanted == "marks":
             raise NetconfineError(
