@@ -13,6 +13,7 @@ from netconfine_bench.suite import FLOOR, FLOOR_DATA, PEER, variant_name
 
 # Issue 13 targets.
 FLOOR_RATIO_MAX = 1.3       # module / floor at the reference size, converge and rerun
+SHARE_MAX = 0.3             # (module - floor+data) / floor at the reference size: the module's own work (issue 22)
 FLOOR_RATIO_AT = 1000
 LINEAR_MAX = 3.5            # t(3000) / t(1000)
 FLEET_RATIO_MAX = 6.0       # fleet wall / one host
@@ -206,6 +207,17 @@ def targets(results):
             if ratio is not None:
                 out.append(("(info) %s %s %s ÷ floor at N=%d, CPU time" % (cfg["scenario"], backend, phase, ref),
                             ratio, FLOOR_RATIO_MAX, None))
+    for backend in cfg["backends"]:
+        for phase in ("converge", "rerun"):
+            for measure, label in (("s", ""), ("cpu", ", CPU time")):
+                module, data, floor = (_stat(results, str(ref), variant_name(kind, backend), phase, measure)
+                                       for kind in ("module", FLOOR_DATA, FLOOR))
+                if None in (module, data, floor) or not floor.median:
+                    continue
+                share = (module.median - data.median) / floor.median
+                out.append(("%s%s %s %s: its own share, (module − floor+data) ÷ floor at N=%d%s"
+                            % ("(info) " if label else "", cfg["scenario"], backend, phase, ref, label), share,
+                            SHARE_MAX, None if label else share <= SHARE_MAX))
     for backend in cfg["backends"]:
         for phase in ("converge", "rerun"):
             module = _stat(results, str(ref), variant_name("module", backend), phase)

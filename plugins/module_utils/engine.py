@@ -121,10 +121,18 @@ def render_once(seam, policy, unit):
     return memo[1][unit]
 
 
-def _read_units(backend, policy):
+def _read(backend, unit, layers, policy):
+    """The pre-apply read of one unit: from what the run already read of the kernel where the backend can
+    take it from there (``read_shared(unit, layers, policy)``, under the same lock), else its own read."""
+    shared = getattr(backend, "read_shared", None) if layers is not None else None
+    tables = shared(unit, layers, policy) if shared else None
+    return backend.read(unit) if tables is None else tables
+
+
+def _read_units(backend, policy, layers=None):
     units = []
     for unit in backend.units(policy):
-        tables = backend.read(unit)
+        tables = _read(backend, unit, layers, policy)
         units.append(_Unit(backend, policy, unit, tables, backend.owned(tables, policy, unit),
                            render_once(backend, policy, unit)))
     return units
@@ -169,7 +177,9 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), lay
         netfilter = []
         for index, backend in enumerate(backends):
             wanted = for_backend(policy, backend.name)
-            netfilter += _read_units(backend, wanted if index == 0 else dataclasses.replace(wanted, present=False))
+            # the other backends only clean up after a switch: they get the policy marked absent
+            netfilter += _read_units(backend, wanted if index == 0 else dataclasses.replace(wanted, present=False),
+                                     layers)
         # a state that judges every backend's rules (netns_netfilter.HostPorts) sees the reads above instead
         # of reading the kernel again
         for state in states:

@@ -229,6 +229,26 @@ class IptablesBackend:
         tables.nf_tables = self._nf_tables(family, out)
         return tables
 
+    def read_shared(self, family, layers, policy):
+        """For a family the task does not converge here (``policy`` absent: cleaning up after a backend
+        switch; or a family outside its ``ip_version``): no table at all where the kernel holds no
+        ``family`` table in either variant, known without iptables-save; else None (then :meth:`read` asks
+        iptables-save).
+
+        iptables-nft's tables are nf_tables tables of family ``ip`` / ``ip6`` (``nft -j list ruleset``, which
+        the run reads anyway for the shadowing check); iptables-legacy's are listed by the kernel in
+        ``/proc/net/ip(6)_tables_names`` of this network namespace (``shadowing.Layers.legacy_table_names``).
+        A family the task converges is always read (the restore needs its variant and the legacy fallback).
+        """
+        if policy.present and family in policy.families:
+            return None
+        items = layers.nft_ruleset()
+        if items is None or layers.legacy_table_names(family):
+            return None
+        if any("table" in item and item["table"].get("family") == NFT_FAMILY[family] for item in items):
+            return None
+        return SavedTables()
+
     @staticmethod
     def parse(out):
         """``*-save`` output -> {table: Table}."""

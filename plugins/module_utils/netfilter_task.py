@@ -19,7 +19,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import (
-    engine, identity, lockout, persistence, shadowing)
+    engine, fields, identity, lockout, persistence, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend, parse_save
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
@@ -201,8 +201,10 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, sele
     """
     spec = dict(COMMON_ARGS)
     spec.update(argument_spec)
+    spec, nested = fields.split_suboptions(spec)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kwargs)
     try:
+        fields.check_suboptions(module.params, nested)
         # check mode: a user or group an earlier task creates (and check mode did not) is a warning, not an error
         with identity.pending_accounts(module.check_mode) as pending:
             policy = build_policy(module.params)

@@ -114,6 +114,11 @@ def parse_list(text):
         items = json.loads(text)["nftables"]
     except (ValueError, KeyError, TypeError) as exc:
         raise NetconfineError("cannot parse nft -j output (%s)" % exc, "backend")
+    return parse_items(items)
+
+
+def parse_items(items):
+    """The items of an ``nft -j list`` -> {"FAMILY NAME": NftTable} for every table among them."""
     tables, chains, rules, secmarks = {}, {}, {}, {}
     for item in items:
         if "table" in item:
@@ -265,6 +270,27 @@ class NftablesBackend:
             raise NetconfineError("%s failed (rc=%d): %s" % (" ".join(argv), rc, err.strip()), "backend",
                                   command=" ".join(argv), stderr=err)
         return parse_list(out)
+
+    def read_shared(self, unit, layers, policy):
+        """What :meth:`read` returns, taken from the ruleset the run already read under the same lock
+        (``layers.nft_ruleset``, read for the shadowing check), or None: then :meth:`read` asks nft.
+
+        None too where our rules match cgroup v2 paths that only nft in a mount namespace of its own can
+        print (:meth:`_with_cgroup2`).
+        """
+        items = layers.nft_ruleset(read=False)
+        if items is None:
+            return None
+        family, name = self.table_family, self.table_name
+
+        def ours(item):
+            body = next(iter(item.values()), None)
+            return isinstance(body, dict) and body.get("family") == family and \
+                body.get("table" if "table" not in item else "name") == name
+        mine = [item for item in items if ours(item)]
+        if self._cgroup2_hidden() and any(_CGROUP2_KEY in json.dumps(item) for item in mine if "rule" in item):
+            return None
+        return parse_items(mine)
 
     def render(self, policy, unit):
         """Desired Owned of one task: {"inet netconfine": Owned} (empty when nothing is wanted)."""

@@ -42,6 +42,11 @@ from collections import namedtuple
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render, secmark_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
+# One encoder each, made once: json.dumps() given any option builds a new JSONEncoder per call, and a
+# 1,000-rule render encodes ~10,000 expressions (keys for merging and sorting, the canonical texts).
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 TABLE_FAMILY = "inet"
 TABLE_NAME = "netconfine"
 TABLE = "%s %s" % (TABLE_FAMILY, TABLE_NAME)
@@ -183,8 +188,7 @@ class Compiled(object):
         self.implies_family = False
 
     def key(self):
-        return json.dumps([self.pre, self.alts, self.excls, self.post, self.statement, self.comment],
-                          sort_keys=True)
+        return _sorted_json([self.pre, self.alts, self.excls, self.post, self.statement, self.comment])
 
 
 def _icmp_value(names, number):
@@ -526,7 +530,7 @@ def _emit(name, compiled):
     helpers = {}
 
     def helper(rules):
-        key = json.dumps(rules, sort_keys=True)
+        key = _sorted_json(rules)
         if key not in helpers:
             helpers[key] = "%s.%d" % (name, len(chains))
             chains.append((helpers[key], rules))
@@ -597,9 +601,9 @@ def _shape(rule):
             return None          # a statement (limit, log, counter) is stateful: never shared
         dim = _dimension(expr)
         if dim is None:
-            shape.append(json.dumps(expr, sort_keys=True))
+            shape.append(_sorted_json(expr))
         else:
-            shape.append(("dim", json.dumps(dim[0], sort_keys=True)))
+            shape.append(("dim", _sorted_json(dim[0])))
             box.append(dim[1])
     if not box:
         return None
@@ -656,15 +660,16 @@ def merge_lookups(rules, minimum=2, verdict_chain=None):
     ``verdict_chain`` counted rules only merge with rules of the same verdict.
     """
     out = []
+    shapes = [_shape(rule) for rule in rules]
     i = 0
     while i < len(rules):
-        first = _shape(rules[i])
+        first = shapes[i]
         j = i + 1
         if first is not None:
             boxes = _Run(first[1])
             tails = {_sort_key(first[2]): len(first[2])}      # the run's verdicts -> counted (2) or not (1)
             while j < len(rules):
-                nxt = _shape(rules[j])
+                nxt = shapes[j]
                 if nxt is None or nxt[0] != first[0] or not boxes.disjoint(nxt[1]):
                     break
                 both = dict(tails, **{_sort_key(nxt[2]): len(nxt[2])})
@@ -677,13 +682,13 @@ def merge_lookups(rules, minimum=2, verdict_chain=None):
             out.append(rules[i])
             i += 1
             continue
-        out.append(_merged(rules[i:j], verdict_chain))
+        out.append(_merged(rules[i:j], shapes[i:j], verdict_chain))
         i = j
     return out
 
 
-def _merged(group, verdict_chain=None):
-    shapes = [_shape(r) for r in group]
+def _merged(group, shapes, verdict_chain=None):
+    """One set or verdict-map rule for ``group`` (rules of one run; ``shapes``: their ``_shape``)."""
     template = shapes[0][0]
     ndims = len(shapes[0][1])
     varying = [d for d in range(ndims) if len(set(s[1][d] for s in shapes)) > 1]
@@ -727,7 +732,7 @@ def render_chain(chain, merge=True):
         counted = {}      # a counted verdict of a verdict map -> the helper chain holding it
 
         def verdict_chain(tail):
-            key = json.dumps(tail, sort_keys=True)
+            key = _sorted_json(tail)
             if key not in counted:
                 counted[key] = ("%s.%d" % (chain.name, len(chains) + len(counted)), list(tail))
             return counted[key][0]
@@ -758,7 +763,7 @@ def family_drop_rule(policy, family):
 # ---------------------------------------------------------------- normal form
 
 def _sort_key(value):
-    return json.dumps(value, sort_keys=True)
+    return _sorted_json(value)
 
 
 def _normal_value(value, plain_set):
@@ -825,7 +830,7 @@ def normalise(rule):
 
 def canonical(rule):
     """The comparison text of a normalised rule."""
-    return json.dumps(rule, sort_keys=True, separators=(",", ":"))
+    return _canonical_json(rule)
 
 
 # ---------------------------------------------------------------- nft text (for people)
@@ -855,7 +860,7 @@ def _fmt_left(left, right=None):
     for op in ("&", "|"):
         if op in left and isinstance(left[op], list) and len(left[op]) == 2:
             return "%s %s 0x%08x" % (_fmt_left(left[op][0]), op, left[op][1])
-    return json.dumps(left, sort_keys=True)
+    return _sorted_json(left)
 
 
 def _quoted_key(left):
@@ -881,7 +886,7 @@ def _fmt_value(value, quoted=False):
         return "{ %s }" % ", ".join(_fmt_value(v, quoted) for v in value["set"])
     if "concat" in value:
         return " . ".join(_fmt_value(v, quoted) for v in value["concat"])
-    return json.dumps(value, sort_keys=True)
+    return _sorted_json(value)
 
 
 def _fmt_verdict(value):
@@ -940,7 +945,7 @@ def format_expr(expr):
         return out + (" burst %d packets" % body["burst"] if body.get("burst", 5) != 5 else "")
     if kind == "counter":
         return "counter"
-    return json.dumps(expr, sort_keys=True)
+    return _sorted_json(expr)
 
 
 def format_rule(rule):

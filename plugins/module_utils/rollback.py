@@ -22,8 +22,6 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
-
 CONFIRM_DIR = "/run/netconfine/confirm"
 POLL = 0.1
 
@@ -36,6 +34,9 @@ def paths(token, confirm_dir=CONFIRM_DIR):
 
 def arm(applied, token, timeout, lock_timeout=60, confirm_dir=CONFIRM_DIR):
     """Leave the detached watcher behind; returns what the controller needs to confirm."""
+    # imported here, not at the top: the action plugin (controller) needs only paths(), and would otherwise
+    # load the whole engine on every task; in the module the engine is already loaded (before the fork)
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import engine
     if not os.path.isdir(confirm_dir):
         os.makedirs(confirm_dir, 0o700)
     confirm, ack, rolled = paths(token, confirm_dir)
@@ -48,7 +49,7 @@ def arm(applied, token, timeout, lock_timeout=60, confirm_dir=CONFIRM_DIR):
         if os.fork():
             os._exit(0)
         _detach()
-        _watch(applied, timeout, lock_timeout, confirm, ack, rolled)
+        _watch(engine, applied, timeout, lock_timeout, confirm, ack, rolled)
     finally:
         os._exit(0)
 
@@ -60,7 +61,7 @@ def _detach():
     os.closerange(3, 65536)
 
 
-def _watch(applied, timeout, lock_timeout, confirm, ack, rolled):
+def _watch(engine, applied, timeout, lock_timeout, confirm, ack, rolled):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.path.exists(confirm):

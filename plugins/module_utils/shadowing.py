@@ -100,9 +100,12 @@ class Layers(object):
             self._cache[key] = tables
         return self._cache[key]
 
-    def nft_ruleset(self):
-        """The items of ``nft -j list ruleset``, or None when nft is missing or cannot list."""
-        if "nft" not in self._cache:
+    def nft_ruleset(self, read=True):
+        """The items of ``nft -j list ruleset``, or None when nft is missing or cannot list.
+
+        ``read=False``: only what an earlier call of this run read (None if none did), no command.
+        """
+        if "nft" not in self._cache and read:
             items = None
             if self.nft:
                 rc, out, _err = self.run([self.nft, "-j", "list", "ruleset"])
@@ -112,7 +115,7 @@ class Layers(object):
                     except (ValueError, KeyError, TypeError):
                         items = None
             self._cache["nft"] = items
-        return self._cache["nft"]
+        return self._cache.get("nft")
 
 
 # ---------------------------------------------------------------- xtables (iptables-save text)

@@ -446,3 +446,67 @@ def test_protocol_bad(value):
 ])
 def test_negation(value, expected):
     assert fields.negation(value) == expected
+
+
+# ---------------------------------------------------------------- suboptions, checked in one pass
+
+SUB_SPEC = {
+    "name": dict(type="str", required=True),
+    "rules": dict(type="list", elements="dict", default=[], options=dict(
+        jump=dict(type="str", required=True, choices=["ACCEPT", "DROP"]),
+        port=dict(type="str"),
+        limit_burst=dict(type="int"),
+        source=dict(type="list", elements="str"),
+        suppl_groups=dict(type="bool", default=False),
+        inbound=dict(type="list", elements="dict", options=dict(protocol=dict(type="str", required=True))),
+    )),
+    "service": dict(type="dict", options=dict(user=dict(type="str", required=True),
+                                              environment=dict(type="dict", default={}))),
+}
+
+
+def _checked(**params):
+    top, nested = fields.split_suboptions(SUB_SPEC)
+    assert all("options" not in option for option in top.values())
+    assert sorted(nested) == ["rules", "service"]
+    return fields.check_suboptions(dict(params), nested)
+
+
+def test_suboptions_converted_as_ansible_converts_them():
+    out = _checked(rules=[{"jump": "ACCEPT", "port": 80, "limit_burst": "7", "source": "192.0.2.1,192.0.2.2",
+                           "suppl_groups": "yes", "inbound": [{"protocol": "udp"}]}],
+                   service={"user": "nobody"})
+    assert out["rules"] == [{"jump": "ACCEPT", "port": "80", "limit_burst": 7, "source": ["192.0.2.1", "192.0.2.2"],
+                             "suppl_groups": True, "inbound": [{"protocol": "udp"}]}]
+    assert out["service"] == {"user": "nobody", "environment": {}}
+
+
+def test_suboptions_not_given_stay_absent_and_defaults_are_filled():
+    assert _checked(rules=[{"jump": "DROP"}, {"jump": "ACCEPT", "port": None}])["rules"] == [
+        {"jump": "DROP", "suppl_groups": False}, {"jump": "ACCEPT", "suppl_groups": False}]
+
+
+@pytest.mark.parametrize("rules,field,words", [
+    ([{"jump": "ALLOW"}], "rules[0].jump", "must be one of ACCEPT, DROP, got 'ALLOW'"),
+    ([{"jump": "DROP"}, {"port": "22"}], "rules[1].jump", "is required"),
+    ([{"jump": "DROP", "prot": "tcp"}], "rules[0]", "unsupported option prot"),
+    ([{"jump": "DROP", "limit_burst": "many"}], "rules[0].limit_burst", "cannot be converted to int"),
+    ([{"jump": "DROP", "suppl_groups": "perhaps"}], "rules[0].suppl_groups", "cannot be converted to bool"),
+    ([{"jump": "DROP", "inbound": [{}]}], "rules[0].inbound[0].protocol", "is required"),
+    ([{"jump": "DROP", "inbound": {"protocol": "tcp"}}], "rules[0].inbound", "cannot be converted to list"),
+    (["DROP"], "rules[0]", "must be a dict"),
+    ("DROP", "rules", "must be a list of dicts"),
+])
+def test_a_bad_suboption_is_refused_naming_its_field(rules, field, words):
+    params = {"rules": rules}
+    with pytest.raises(NetconfineError) as err:
+        _checked(**params)
+    assert err.value.field == field and words in str(err.value), str(err.value)
+
+
+def test_nothing_is_changed_when_an_entry_is_refused():
+    params = {"rules": [{"jump": "DROP", "port": 22}], "service": {"group": "x"}}
+    top, nested = fields.split_suboptions(SUB_SPEC)
+    with pytest.raises(NetconfineError):
+        fields.check_suboptions(params, nested)
+    assert params == {"rules": [{"jump": "DROP", "port": 22}], "service": {"group": "x"}}

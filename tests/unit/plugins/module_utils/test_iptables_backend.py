@@ -569,3 +569,50 @@ def test_iptables_nft_stays_where_the_kernel_has_nf_tables_or_nothing_else_can_b
     backend = IptablesBackend(run_with_tables, NFT_BINS, nft=nft, legacy=legacy)
     backend.read(4)
     assert backend.restore_argv(4)[0] == "iptables-nft-restore"
+
+
+# ---------------------------------------------------------------- the read shared with the shadowing check
+
+class FakeLayers:
+    """What shadowing.Layers answers: the nf_tables ruleset's items and the legacy tables per family."""
+
+    def __init__(self, items=(), legacy=None):
+        self.items = None if items is None else [{"metainfo": {}}] + list(items)
+        self.legacy = legacy or {}
+
+    def nft_ruleset(self, read=True):
+        return self.items
+
+    def legacy_table_names(self, family):
+        return self.legacy.get(family, [])
+
+
+def _backend(run=None):
+    bins = {4: ("/sbin/iptables-save", "/sbin/iptables-restore"), 6: ("/sbin/ip6tables-save", "/sbin/ip6tables-restore")}
+    return IptablesBackend(run or Recorder(), bins)
+
+
+def _table(family, name="filter"):
+    return {"table": {"family": family, "name": name, "handle": 1}}
+
+
+@pytest.mark.parametrize("layers,family,empty", [
+    (FakeLayers([_table("inet", "netconfine")]), 6, True),       # nftables only: nothing of iptables' to read
+    (FakeLayers([_table("inet", "netconfine"), _table("ip")]), 4, False),     # iptables-nft holds a table
+    (FakeLayers([_table("ip")]), 6, True),                        # ... of the other family only
+    (FakeLayers([_table("ip6", "mangle")]), 6, False),
+    (FakeLayers([], legacy={4: ["filter"]}), 4, False),           # iptables-legacy holds one
+    (FakeLayers(None), 4, False),                                  # nft could not list: read for real
+])
+def test_a_family_the_task_does_not_converge_is_read_only_where_the_kernel_holds_a_table(layers, family, empty):
+    run = Recorder()
+    shared = _backend(run).read_shared(family, layers, policy(present=False))
+    assert (shared == {} if empty else shared is None), shared
+    assert isinstance(shared, iptables_backend.SavedTables) or shared is None
+    assert run.calls == []
+
+
+def test_a_family_the_task_converges_is_always_read_for_real():
+    layers = FakeLayers([])
+    assert _backend().read_shared(4, layers, policy(families=(4, 6))) is None
+    assert _backend().read_shared(6, layers, policy(families=(4,))) == {}, "ipv6 outside ip_version: nothing there"

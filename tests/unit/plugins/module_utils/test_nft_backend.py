@@ -17,7 +17,8 @@ import json
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, fields, nft_backend, owner_model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import (
+    engine, fields, iptables_backend, nft_backend, owner_model, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError, NotConverged
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
 
@@ -55,6 +56,11 @@ class FakeNft:
             return 0, self.listing(key), ""
         if args == ["-j", "-f", "-"]:
             return self.batch(json.loads(data))
+        if args == ["-j", "list", "ruleset"]:
+            items = [{"metainfo": {"version": "1.0.6"}}]
+            for key in self.tables:
+                items += json.loads(self.listing(key))["nftables"][1:]
+            return 0, json.dumps({"nftables": items}), ""
         raise AssertionError(argv)
 
     # ------------------------------------------------------------ listing
@@ -543,3 +549,65 @@ def test_nft_sees_cgroup2_where_it_looks_for_it(tmp_path):
     (tmp_path / "cgroup.controllers").write_text("")
     backend.apply("ruleset", 'add rule inet netconfine c socket cgroupv2 level 1 "x" accept\n')
     assert calls[2] == [NFT, "-f", "-"]
+
+
+# ---------------------------------------------------------------- the read shared with the shadowing check
+
+def _layers(nft):
+    return shadowing.Layers(nft, iptables_backend.parse_save, nft=NFT, legacy_save={}, proc={4: "/nonexistent",
+                                                                                         6: "/nonexistent"})
+
+
+def _accepting(name="open"):
+    return policy(name, rules=[{"protocol": "tcp", "destination_port": str(1000 + i), "uid_owner": str(i),
+                                "jump": "ACCEPT"} for i in range(3)] + [{"jump": "DROP"}])
+
+
+def _listed_tables(nft):
+    return [c[0][1:] for c in nft.calls if c[0][1:4] == ["-j", "list", "table"]]
+
+
+def test_the_pre_apply_read_comes_from_the_shadowing_read_and_compares_the_same(nft):
+    nft.foreign_table()
+    backend = NftablesBackend(nft, NFT)
+    first = engine.converge(_accepting(), [backend], lock_timeout=5, layers=_layers(nft))
+    assert first["changed"]
+    # the read-back after the apply is the backend's own, fresh read; the read before it was shared
+    assert _listed_tables(nft) == [["-j", "list", "table", "inet", "netconfine"]]
+    nft.calls.clear()
+    again = engine.converge(_accepting(), [NftablesBackend(nft, NFT)], lock_timeout=5, layers=_layers(nft))
+    assert not again["changed"], again
+    assert _listed_tables(nft) == [] and [c[0][1:] for c in nft.calls] == [["-j", "list", "ruleset"]]
+
+
+def test_drift_is_seen_through_the_shared_read(nft):
+    engine.converge(_accepting(), [NftablesBackend(nft, NFT)], lock_timeout=5, layers=_layers(nft))
+    chain = nft.chain(fields.chain_name("open"))
+    chain["rules"].pop()                    # somebody deletes the task's last rule by hand
+    repaired = engine.converge(_accepting(), [NftablesBackend(nft, NFT)], lock_timeout=5, layers=_layers(nft))
+    assert repaired["changed"] and "drop" in repaired["diff"]["after"]
+    assert not engine.converge(_accepting(), [NftablesBackend(nft, NFT)], lock_timeout=5,
+                               layers=_layers(nft))["changed"]
+
+
+def test_no_shared_read_without_a_ruleset_read_before_it(nft):
+    """A policy that only drops needs no shadowing check: the backend reads its own table (one command)."""
+    layers = _layers(nft)
+    engine.converge(policy("closed", rules=[{"jump": "DROP"}]), [NftablesBackend(nft, NFT)], lock_timeout=5,
+                    layers=layers)
+    assert layers.nft_ruleset(read=False) is None
+    assert ["-j", "list", "ruleset"] not in [c[0][1:] for c in nft.calls]
+
+
+def test_cgroup_rules_with_a_hidden_cgroup_tree_are_read_by_the_backend_itself(nft, tmp_path):
+    backend = NftablesBackend(nft, NFT, unshare="/usr/bin/unshare", cgroup_root=str(tmp_path))
+    layers = _layers(nft)
+    nft.tables["inet netconfine"] = {"chains": {"c": {"def": None, "policy": None, "rules": [(1, {"expr": [
+        {"match": {"op": "==", "left": {"socket": {"key": "cgroupv2", "level": 1}}, "right": 4242}},
+        {"accept": None}]})]}}}
+    layers.nft_ruleset()
+    assert backend.read_shared("ruleset", layers, _accepting()) is None     # /sys/fs/cgroup not mounted here
+    nft.tables["inet netconfine"]["chains"]["c"]["rules"] = [(1, {"expr": [{"accept": None}]})]
+    layers = _layers(nft)
+    layers.nft_ruleset()
+    assert backend.read_shared("ruleset", layers, _accepting()) == backend.read("ruleset")
