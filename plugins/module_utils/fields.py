@@ -35,6 +35,10 @@ _PORT_RE = re.compile(r"^([0-9]{1,5})(?:[:-]([0-9]{1,5}))?\Z")
 _ACCOUNT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
 
 CHAIN_PREFIX = "NC-"
+# the nftables backend's table (nft_render and nft_backend use it; shadowing and the other backend look for it)
+TABLE_FAMILY = "inet"
+TABLE_NAME = "netconfine"
+TABLE = "%s %s" % (TABLE_FAMILY, TABLE_NAME)
 CHAIN_MAX = 28
 MAX_ID = 4294967294
 
@@ -458,18 +462,29 @@ def _one_entry(entry, spec, field):
     if unknown:
         raise NetconfineError("unsupported option %s (supported: %s)" % (", ".join(sorted(map(str, unknown))),
                                                                       ", ".join(sorted(spec))), field)
-    out = {}
-    for key, option in spec.items():
-        value = entry.get(key)
-        where = "%s.%s" % (field, key)
-        if value is None:
-            if option.get("required"):
-                raise NetconfineError("is required", where)
-            if option.get("default") is not None:
-                out[key] = _copy_default(option["default"])
-            continue
-        out[key] = _typed(value, option, where)
+    out = dict((key, _typed(value, spec[key], "%s.%s" % (field, key)))
+               for key, value in entry.items() if value is not None)
+    required, defaults = _spec_summary(spec)
+    for key in required:
+        if key not in out:
+            raise NetconfineError("is required", "%s.%s" % (field, key))
+    for key, default in defaults:
+        if key not in out:
+            out[key] = _copy_default(default)
     return out
+
+
+_SUMMARIES = {}
+
+
+def _spec_summary(spec):
+    """(required keys, [(key, default)]) of one options spec, worked out once per spec."""
+    summary = _SUMMARIES.get(id(spec))
+    if summary is None or summary[0] is not spec:
+        summary = (spec, [k for k, o in spec.items() if o.get("required")],
+                   [(k, o["default"]) for k, o in spec.items() if o.get("default") is not None])
+        _SUMMARIES[id(spec)] = summary
+    return summary[1], summary[2]
 
 
 def _copy_default(value):
@@ -478,6 +493,8 @@ def _copy_default(value):
 
 def _typed(value, option, where):
     kind = option.get("type", "str")
+    if kind == "str" and value.__class__ is str and "choices" not in option:
+        return value            # the common case, as check_type_str would return it
     try:
         value = DEFAULT_TYPE_VALIDATORS[kind](value)
         if kind == "list" and option.get("elements"):

@@ -23,7 +23,6 @@ from typing import Tuple
 from ansible_collections.paranoid.netconfine.plugins.module_utils import nf_netlink, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import CHAIN_PREFIX
-from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import PROBE_TABLE, kernel_refuses
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import (
     policy_marker, render_chain, render_jump)
 
@@ -232,22 +231,14 @@ class IptablesBackend:
     def read_shared(self, family, layers, policy):
         """For a family the task does not converge here (``policy`` absent: cleaning up after a backend
         switch; or a family outside its ``ip_version``): no table at all where the kernel holds no
-        ``family`` table in either variant, known without iptables-save; else None (then :meth:`read` asks
-        iptables-save).
-
-        iptables-nft's tables are nf_tables tables of family ``ip`` / ``ip6`` (``nft -j list ruleset``, which
-        the run reads anyway for the shadowing check); iptables-legacy's are listed by the kernel in
-        ``/proc/net/ip(6)_tables_names`` of this network namespace (``shadowing.Layers.legacy_table_names``).
-        A family the task converges is always read (the restore needs its variant and the legacy fallback).
+        ``family`` table in either variant (``shadowing.Layers.xtables_held``: the nft ruleset the run reads
+        anyway, and /proc/net/ip(6)_tables_names), known without iptables-save; else None (then :meth:`read`
+        asks iptables-save). A family the task converges is always read (the restore needs its variant and
+        the legacy fallback).
         """
         if policy.present and family in policy.families:
             return None
-        items = layers.nft_ruleset()
-        if items is None or layers.legacy_table_names(family):
-            return None
-        if any("table" in item and item["table"].get("family") == NFT_FAMILY[family] for item in items):
-            return None
-        return SavedTables()
+        return SavedTables() if layers.xtables_held(family) is False else None
 
     @staticmethod
     def parse(out):
@@ -514,6 +505,9 @@ class IptablesBackend:
 
     def _probe(self, *families):
         """None when the kernel takes a throwaway nf_tables table of each family, else nft's reason."""
+        # imported here: only kernels without nf_tables for the IP families get this far, and an iptables run
+        # loads no nftables code otherwise
+        from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import PROBE_TABLE, kernel_refuses
         return kernel_refuses(self.run, self.nft, "".join("add table %s %s\n" % (NFT_FAMILY[f], PROBE_TABLE)
                                                           for f in families))
 

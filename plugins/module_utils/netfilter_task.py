@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import functools
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -21,8 +22,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.paranoid.netconfine.plugins.module_utils import (
     engine, fields, identity, lockout, persistence, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
-from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend, parse_save
-from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
 
 COMMON_ARGS = dict(
     name=dict(type="str", required=True),
@@ -57,6 +56,10 @@ def _runner(module):
 
 
 def iptables_backend(module, run):
+    # each backend's module is imported by its factory: a run loads (and the host compiles) the code of the
+    # backend it converges with, and of the other one only where that holds something (engine.Standby)
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
+
     bins, legacy = {}, {}
     for family, prefix in ((4, "iptables"), (6, "ip6tables")):
         for found, variant in ((bins, ""), (legacy, "-legacy")):
@@ -67,52 +70,76 @@ def iptables_backend(module, run):
 
 
 def nftables_backend(module, run):
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
+
     return NftablesBackend(run, module.get_bin_path("nft"), unshare=module.get_bin_path("unshare"))
 
 
 # name -> factory(module, run) -> backend, or None where the host cannot run it.
 BACKENDS = {"iptables": iptables_backend, "nftables": nftables_backend}
 AUTO_ORDER = ("nftables", "iptables")
+# name -> holds(layers): whether the kernel holds anything that backend could own (engine.Standby)
+HOLDS = {
+    "iptables": lambda layers: any(layers.xtables_held(family) is not False for family in (4, 6)),
+    "nftables": lambda layers: layers.nft_table_held(fields.TABLE_FAMILY, fields.TABLE_NAME),
+}
+
+
+def _usable(module, run, name, policy, why):
+    """Backend ``name`` for this task, or None where it is not usable here (``why[name]`` then says why).
+
+    A backend whose ``refuses(policy)`` gives a reason (this host's kernel cannot hold what the policy
+    needs on it, e.g. nftables secmark objects without SELinux) counts as not usable for this task.
+    """
+    factory = BACKENDS.get(name)
+    backend = factory(module, run) if factory else None
+    if backend is None:
+        return None
+    if not backend.usable():
+        if getattr(backend, "unusable_reason", None):
+            why[name] = ": %s" % backend.unusable_reason
+        return None
+    refuses = getattr(backend, "refuses", None)
+    refusal = refuses(policy) if refuses and policy is not None else None
+    if refusal:
+        why[name] = ": %s" % refusal
+        return None
+    return backend
 
 
 def choose_backends(module, run, order=AUTO_ORDER, policy=None):
-    """The backend to converge with first, then every other usable one (to clean up after a switch).
+    """The backend to converge with, then the others as ``engine.Standby`` (to clean up after a switch).
 
-    ``order``: the backends the module can render, best first (default: all of AUTO_ORDER). A backend
-    whose ``refuses(policy)`` gives a reason (this host's kernel cannot hold what the policy needs on it,
-    e.g. nftables secmark objects without SELinux) counts as not usable for this task.
+    ``order``: the backends the module can render, best first (default: all of AUTO_ORDER); ``backend:
+    auto`` takes the first usable one.
     """
-    usable, why = [], {}
-    if module.params["backend"] not in ("auto",) + tuple(order):
-        raise NetconfineError("backend %s cannot render this module yet (use %s)"
-                              % (module.params["backend"], " or ".join(order)), "backend")
-    for name in order:
-        factory = BACKENDS.get(name)
-        backend = factory(module, run) if factory else None
-        if backend is not None and backend.usable():
-            refuses = getattr(backend, "refuses", None)
-            refusal = refuses(policy) if refuses and policy is not None else None
-            if refusal:
-                why[name] = ": %s" % refusal
-            else:
-                usable.append(backend)
-        elif getattr(backend, "unusable_reason", None):
-            why[name] = ": %s" % backend.unusable_reason
     wanted = module.params["backend"]
-    if wanted == "auto":
-        if not usable:
+    if wanted not in ("auto",) + tuple(order):
+        raise NetconfineError("backend %s cannot render this module yet (use %s)" % (wanted, " or ".join(order)),
+                              "backend")
+    why, first = {}, None
+    for name in (order if wanted == "auto" else (wanted,)):
+        first = _usable(module, run, name, policy, why)
+        if first is not None:
+            break
+    if first is None:
+        if wanted == "auto":
             raise NetconfineError("no usable netfilter backend: install iptables or nftables", "backend")
-        return usable
-    chosen = [b for b in usable if b.name == wanted]
-    if not chosen:
         raise NetconfineError("backend %s is not available on this host%s" % (wanted, why.get(wanted, "")),
                               "backend")
-    return chosen + [b for b in usable if b.name != wanted]
+    return [first] + [engine.Standby(name, functools.partial(_usable, module, run, name, policy, {}), HOLDS[name])
+                      for name in order if name != first.name and name in BACKENDS]
+
+
+def _parse_save(text):
+    from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import parse_save
+
+    return parse_save(text)
 
 
 def layers(module, run):
     """What the task reads (never writes) of the other netfilter layers, to warn about shadowing."""
-    return shadowing.Layers(run, parse_save, nft=module.get_bin_path("nft"),
+    return shadowing.Layers(run, _parse_save, nft=module.get_bin_path("nft"),
                             legacy_save={4: module.get_bin_path("iptables-legacy-save"),
                                          6: module.get_bin_path("ip6tables-legacy-save")})
 

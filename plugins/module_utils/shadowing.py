@@ -32,7 +32,7 @@ import json
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import CHAIN_PREFIX
-from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import TABLE as OUR_NFT_TABLE
+from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import TABLE as OUR_NFT_TABLE
 
 PROC_TABLES = {4: "/proc/net/ip_tables_names", 6: "/proc/net/ip6_tables_names"}
 FAMILY_NAME = {4: "IPv4", 6: "IPv6"}
@@ -99,6 +99,24 @@ class Layers(object):
                 tables = self.parse_save(out) if rc == 0 else None
             self._cache[key] = tables
         return self._cache[key]
+
+    def xtables_held(self, family):
+        """Whether the kernel holds any xtables table of ``family`` (4 or 6): iptables-legacy's
+        (``legacy_table_names``) or iptables-nft's (nf_tables tables of family ``ip`` / ``ip6`` in
+        :meth:`nft_ruleset`); None when that cannot be told (nft cannot list the ruleset)."""
+        if self.legacy_table_names(family):
+            return True
+        items = self.nft_ruleset()
+        if items is None:
+            return None
+        nft_family = "ip" if family == 4 else "ip6"
+        return any("table" in item and item["table"].get("family") == nft_family for item in items)
+
+    def nft_table_held(self, family, name):
+        """Whether :meth:`nft_ruleset` holds the nf_tables table ``family name`` (False when nft cannot list)."""
+        items = self.nft_ruleset() or ()
+        return any("table" in item and item["table"].get("family") == family and item["table"].get("name") == name
+                   for item in items)
 
     def nft_ruleset(self, read=True):
         """The items of ``nft -j list ruleset``, or None when nft is missing or cannot list.

@@ -380,6 +380,47 @@ def test_other_backends_get_the_policy_as_absent(kernel):
     assert elsewhere.save(4) == clean
 
 
+class ReadLayers:
+    """Stands in for shadowing.Layers; counts how often a Standby asked it."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def nft_ruleset(self, read=True):
+        return None
+
+    def xtables_held(self, family):
+        return None          # cannot tell: the backend reads for itself
+
+
+@pytest.mark.parametrize("holds", [False, True])
+def test_a_standby_backend_is_made_and_read_only_where_the_kernel_holds_something(kernel, holds):
+    elsewhere = FakeXtables({4: FOREIGN, 6: FOREIGN})
+    engine.converge(stunnel(), [IptablesBackend(elsewhere, BINS)])   # what an earlier backend left
+    made, layers = [], ReadLayers()
+
+    def make():
+        made.append(True)
+        return OtherBackend(elsewhere, BINS)
+
+    def held(seen):
+        assert seen is layers
+        layers.asked += 1
+        return holds
+    result = engine.converge(stunnel(), [IptablesBackend(kernel, BINS), engine.Standby("other", make, held)],
+                             layers=layers)
+    assert layers.asked == 1 and made == ([True] if holds else [])
+    assert sorted(result["scripts"]) == ["iptables 4", "iptables 6"] + (["other 4", "other 6"] if holds else [])
+    assert (NC in elsewhere.save(4)) is not holds        # told it holds nothing, it is not even read
+
+
+def test_a_standby_backend_that_is_not_usable_here_is_left_out(kernel):
+    result = engine.converge(stunnel(), [IptablesBackend(kernel, BINS), engine.Standby("other", lambda: None,
+                                                                                      lambda layers: True)],
+                             layers=ReadLayers())
+    assert sorted(result["scripts"]) == ["iptables 4", "iptables 6"]
+
+
 # ---------------------------------------------------------------- the lock
 
 def test_lock_times_out_naming_the_field(tmp_path):

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, iptables_backend, model, nf_netlink
+from ansible_collections.paranoid.netconfine.plugins.module_utils import (
+    fields, iptables_backend, model, nf_netlink, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import (
     IptablesBackend, Owned, Table, parse_save)
@@ -573,18 +574,21 @@ def test_iptables_nft_stays_where_the_kernel_has_nf_tables_or_nothing_else_can_b
 
 # ---------------------------------------------------------------- the read shared with the shadowing check
 
-class FakeLayers:
-    """What shadowing.Layers answers: the nf_tables ruleset's items and the legacy tables per family."""
+def layers_of(tmp_path, items=(), legacy=None):
+    """shadowing.Layers over a kernel whose nft ruleset holds ``items`` (None: nft cannot list) and whose
+    /proc/net/ip(6)_tables_names list ``legacy[family]``."""
+    proc = {}
+    for family in (4, 6):
+        path = tmp_path / ("names%d" % family)
+        path.write_text("".join("%s\n" % name for name in (legacy or {}).get(family, [])))
+        proc[family] = str(path)
 
-    def __init__(self, items=(), legacy=None):
-        self.items = None if items is None else [{"metainfo": {}}] + list(items)
-        self.legacy = legacy or {}
-
-    def nft_ruleset(self, read=True):
-        return self.items
-
-    def legacy_table_names(self, family):
-        return self.legacy.get(family, [])
+    def run(argv, data=None):
+        assert argv == ["/usr/sbin/nft", "-j", "list", "ruleset"], argv
+        if items is None:
+            return 1, "", "Error: Could not process rule: Operation not permitted"
+        return 0, json.dumps({"nftables": [{"metainfo": {}}] + list(items)}), ""
+    return shadowing.Layers(run, parse_save, nft="/usr/sbin/nft", proc=proc)
 
 
 def _backend(run=None):
@@ -596,23 +600,26 @@ def _table(family, name="filter"):
     return {"table": {"family": family, "name": name, "handle": 1}}
 
 
-@pytest.mark.parametrize("layers,family,empty", [
-    (FakeLayers([_table("inet", "netconfine")]), 6, True),       # nftables only: nothing of iptables' to read
-    (FakeLayers([_table("inet", "netconfine"), _table("ip")]), 4, False),     # iptables-nft holds a table
-    (FakeLayers([_table("ip")]), 6, True),                        # ... of the other family only
-    (FakeLayers([_table("ip6", "mangle")]), 6, False),
-    (FakeLayers([], legacy={4: ["filter"]}), 4, False),           # iptables-legacy holds one
-    (FakeLayers(None), 4, False),                                  # nft could not list: read for real
+@pytest.mark.parametrize("items,legacy,family,empty", [
+    ([_table("inet", "netconfine")], None, 6, True),             # nftables only: nothing of iptables' to read
+    ([_table("inet", "netconfine"), _table("ip")], None, 4, False),           # iptables-nft holds a table
+    ([_table("ip")], None, 6, True),                              # ... of the other family only
+    ([_table("ip6", "mangle")], None, 6, False),
+    ([], {4: ["filter"]}, 4, False),                              # iptables-legacy holds one
+    ([], {4: ["filter"]}, 6, True),
+    (None, None, 4, False),                                       # nft could not list: read for real
 ])
-def test_a_family_the_task_does_not_converge_is_read_only_where_the_kernel_holds_a_table(layers, family, empty):
+def test_a_family_the_task_does_not_converge_is_read_only_where_the_kernel_holds_a_table(
+        tmp_path, items, legacy, family, empty):
     run = Recorder()
+    layers = layers_of(tmp_path, items, legacy)
     shared = _backend(run).read_shared(family, layers, policy(present=False))
     assert (shared == {} if empty else shared is None), shared
     assert isinstance(shared, iptables_backend.SavedTables) or shared is None
     assert run.calls == []
 
 
-def test_a_family_the_task_converges_is_always_read_for_real():
-    layers = FakeLayers([])
+def test_a_family_the_task_converges_is_always_read_for_real(tmp_path):
+    layers = layers_of(tmp_path)
     assert _backend().read_shared(4, layers, policy(families=(4, 6))) is None
     assert _backend().read_shared(6, layers, policy(families=(4,))) == {}, "ipv6 outside ip_version: nothing there"
