@@ -438,7 +438,7 @@ def check_suboptions(params, nested):
     type checkers (``"80"`` for a port given as ``80``, ``["a", "b"]`` for ``"a,b"``), ``choices`` and
     ``required`` enforced, ``default`` filled in, unknown keys refused; keys not given stay absent (no
     ``null`` filler). Raises NetconfineError naming the field (``rules[3].jump``); ``params`` is changed
-    only when every entry passed, so ``invocation`` echoes what the module worked with.
+    only when every entry passed.
     """
     done = dict((name, _suboptions(params[name], option, name))
                 for name, option in nested.items() if params.get(name) is not None)

@@ -17,7 +17,7 @@ __metaclass__ = type
 
 import socket
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import REJECT_REASONS
 
 _NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -144,6 +144,9 @@ def _target(target, family):
         return "-j SECMARK --selctx %s" % target.context
     if isinstance(target, model.ConnSecmark):
         return "-j CONNSECMARK --%s" % target.mode
+    # imported here: only NAT targets (netns_service's forwards) get this far
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import nat_render
+
     nat = nat_render.iptables_target(target, family)
     if nat is not None:
         return nat

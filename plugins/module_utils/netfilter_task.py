@@ -20,7 +20,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import (
-    engine, fields, identity, lockout, persistence, shadowing)
+    engine, fields, identity, persistence, shadowing)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 COMMON_ARGS = dict(
@@ -199,7 +199,12 @@ def guard_lockout(module, policy):
     """The static lockout guard (``lockout``): before anything is applied, also in check mode."""
     if module.params["allow_lockout"] or module.params["state"] != "present":
         return
-    lockout.check(policy, lockout.management(module.params["management_path"], os.environ))
+    given = module.params["management_path"]
+    if not (given.get("addresses") if given is not None else os.environ.get("SSH_CONNECTION")):
+        return      # no network path to this host to cut (local, netns, container): lockout.management's []
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import lockout
+
+    lockout.check(policy, lockout.management(given, os.environ))
 
 
 def render_only(policy, backend, states=()):
@@ -230,6 +235,9 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, sele
     spec.update(argument_spec)
     spec, nested = fields.split_suboptions(spec)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kwargs)
+    # invocation echoes the parameters as the task gave them (as for any option without suboptions), not
+    # every entry again with its defaults filled in: at 1,000 rules that is a third of the result
+    given = dict(module.params)
     try:
         fields.check_suboptions(module.params, nested)
         # check mode: a user or group an earlier task creates (and check mode did not) is a warning, not an error
@@ -283,4 +291,4 @@ def run_module(argument_spec, build_policy, states=(), backends=AUTO_ORDER, sele
         result["resolved"] = policy.resolved
     if not module._diff:
         result.pop("diff", None)
-    module.exit_json(**result)
+    module.exit_json(invocation={"module_args": given}, **result)

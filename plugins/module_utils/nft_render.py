@@ -39,7 +39,7 @@ import json
 import socket
 from collections import namedtuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render, secmark_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model, secmark_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import TABLE, TABLE_FAMILY, TABLE_NAME  # noqa: F401
 
@@ -322,8 +322,15 @@ def _target(target, family, c, chain=None):
         c.terminal = False
     elif secmark_render.nft_target(target, c, chain):
         pass
-    elif not nat_render.nft_target(target, family, c):
+    elif not _nat().nft_target(target, family, c):
         raise TypeError("no nftables form for target %r" % (target,))
+
+
+def _nat():
+    """nat_render, imported where a rule has a NAT target (netns_service's forwards) and only there."""
+    from ansible_collections.paranoid.netconfine.plugins.module_utils import nat_render
+
+    return nat_render
 
 
 # Where the bridge table of ours (nft_bridge) records a frame's bridge ports in the packet mark, for
@@ -584,7 +591,12 @@ def _dimension(expr):
 
 
 def _shape(rule):
-    """(shape, box, verdict) of a mergeable rule, or None."""
+    """(shape, box, verdict, dims) of a mergeable rule, or None.
+
+    ``shape``: the rule's matches as one JSON text, each dimension by its left side only (two rules of one
+    shape differ in their ids / ports alone); ``box``: the dimensions' (low, high) values; ``dims``: which
+    match is a dimension, by position.
+    """
     if "comment" in rule or not rule["expr"]:
         return None
     matches, verdict = rule["expr"][:-1], rule["expr"][-1]
@@ -593,19 +605,20 @@ def _shape(rule):
     tail = (verdict,)
     if matches and matches[-1] == COUNTER:
         matches, tail = matches[:-1], (COUNTER, verdict)
-    shape, box = [], []
+    parts, box, dims = [], [], []
     for expr in matches:
         if "match" not in expr:
             return None          # a statement (limit, log, counter) is stateful: never shared
         dim = _dimension(expr)
+        dims.append(dim is not None)
         if dim is None:
-            shape.append(_sorted_json(expr))
+            parts.append(expr)
         else:
-            shape.append(("dim", _sorted_json(dim[0])))
+            parts.append({"dim": dim[0]})
             box.append(dim[1])
     if not box:
         return None
-    return tuple(shape), tuple(box), tail
+    return _sorted_json(parts), tuple(box), tail, tuple(dims)
 
 
 def _disjoint(a, b):
@@ -687,13 +700,12 @@ def merge_lookups(rules, minimum=2, verdict_chain=None):
 
 def _merged(group, shapes, verdict_chain=None):
     """One set or verdict-map rule for ``group`` (rules of one run; ``shapes``: their ``_shape``)."""
-    template = shapes[0][0]
     ndims = len(shapes[0][1])
     varying = [d for d in range(ndims) if len(set(s[1][d] for s in shapes)) > 1]
     exprs, lefts, dim = [], [], 0
-    for index, part in enumerate(template):
+    for index, is_dim in enumerate(shapes[0][3]):
         expr = group[0]["expr"][index]
-        if isinstance(part, tuple):
+        if is_dim:
             if dim in varying:
                 lefts.append(expr["match"]["left"])
             else:
@@ -761,6 +773,13 @@ def family_drop_rule(policy, family):
 # ---------------------------------------------------------------- normal form
 
 def _sort_key(value):
+    """The JSON text of ``value`` (sort keys), written out directly for the elements sets hold by the
+    thousand (a number, a concatenation of numbers): the same text, without the encoder's overhead."""
+    kind = value.__class__
+    if kind is int:
+        return str(value)
+    if kind is dict and len(value) == 1 and "concat" in value and all(x.__class__ is int for x in value["concat"]):
+        return '{"concat": [%s]}' % ", ".join(map(str, value["concat"]))
     return _sorted_json(value)
 
 
@@ -892,12 +911,15 @@ def _fmt_verdict(value):
     return name if arg is None else "%s %s" % (name, arg["target"])
 
 
+_NAT_STATEMENTS = ("dnat", "masquerade")
+
+
 def format_expr(expr):
-    for concern in (nat_render, secmark_render):
+    (kind, body), = expr.items()
+    for concern in ((_nat(),) if kind in _NAT_STATEMENTS else ()) + (secmark_render,):
         text = concern.nft_format(expr)
         if text is not None:
             return text
-    (kind, body), = expr.items()
     if kind == "match":
         left = body["left"]
         quoted = _quoted_key(left) or "socket" in left

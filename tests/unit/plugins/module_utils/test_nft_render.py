@@ -410,3 +410,9 @@ def test_even_text_that_slipped_through_cannot_leave_its_json_string():
     rules = both(ACCEPT, model.Comment('x" ; flush ruleset ; #'))
     rule = nft_render.render_chain(model.Chain("filter", C, tuple(rules)))[0][1][0]
     assert json.loads(json.dumps(rule))["comment"] == 'x" ; flush ruleset ; #'
+
+
+@pytest.mark.parametrize("value", [0, 65535, {"concat": [10000, 20000]}, {"concat": [1, "lo"]}, {"range": [1, 9]},
+                                   "eth0", {"concat": [{"range": [1, 2]}, 3]}, [1, 2], True, {"concat": [True, 1]}])
+def test_sort_keys_are_the_json_text_of_the_element(value):
+    assert nft_render._sort_key(value) == json.dumps(value, sort_keys=True)
