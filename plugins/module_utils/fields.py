@@ -460,8 +460,8 @@ def _one_entry(entry, spec, field):
         raise NetconfineError("must be a dict, got %r" % (entry,), field)
     unknown = [key for key in entry if key not in spec]
     if unknown:
-        raise NetconfineError("unsupported option %s (supported: %s)" % (", ".join(sorted(map(str, unknown))),
-                                                                      ", ".join(sorted(spec))), field)
+        raise NetconfineError("unsupported option %s (supported: %s)"
+                              % (", ".join(sorted(map(str, unknown))), ", ".join(sorted(spec))), field)
     out = dict((key, _typed(value, spec[key], "%s.%s" % (field, key)))
                for key, value in entry.items() if value is not None)
     required, defaults = _spec_summary(spec)

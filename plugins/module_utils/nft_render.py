@@ -39,15 +39,15 @@ import json
 import socket
 from collections import namedtuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, secmark_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, model, secmark_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
-from ansible_collections.paranoid.netconfine.plugins.module_utils.fields import TABLE, TABLE_FAMILY, TABLE_NAME  # noqa: F401
 
 # One encoder each, made once: json.dumps() given any option builds a new JSONEncoder per call, and a
 # 1,000-rule render encodes ~10,000 expressions (keys for merging and sorting, the canonical texts).
 _sorted_json = json.JSONEncoder(sort_keys=True).encode
 _canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
+TABLE_FAMILY, TABLE_NAME, TABLE = fields.TABLE_FAMILY, fields.TABLE_NAME, fields.TABLE   # the table's name
 MAX_ID = 4294967295
 
 # Explicit priorities: one below (first) or above (last) the priority of the

@@ -415,9 +415,8 @@ def test_a_standby_backend_is_made_and_read_only_where_the_kernel_holds_somethin
 
 
 def test_a_standby_backend_that_is_not_usable_here_is_left_out(kernel):
-    result = engine.converge(stunnel(), [IptablesBackend(kernel, BINS), engine.Standby("other", lambda: None,
-                                                                                      lambda layers: True)],
-                             layers=ReadLayers())
+    standby = engine.Standby("other", lambda: None, lambda layers: True)
+    result = engine.converge(stunnel(), [IptablesBackend(kernel, BINS), standby], layers=ReadLayers())
     assert sorted(result["scripts"]) == ["iptables 4", "iptables 6"]
 
 

@@ -554,8 +554,8 @@ def test_nft_sees_cgroup2_where_it_looks_for_it(tmp_path):
 # ---------------------------------------------------------------- the read shared with the shadowing check
 
 def _layers(nft):
-    return shadowing.Layers(nft, iptables_backend.parse_save, nft=NFT, legacy_save={}, proc={4: "/nonexistent",
-                                                                                         6: "/nonexistent"})
+    return shadowing.Layers(nft, iptables_backend.parse_save, nft=NFT, legacy_save={},
+                            proc={4: "/nonexistent", 6: "/nonexistent"})
 
 
 def _accepting(name="open"):
