@@ -361,6 +361,13 @@ BAD = [
                                    {"uid_owner": "root", "destination": ["!0.0.0.0/0"], "jump": "DROP"}]},
      "rules[1].destination"),
     ("hostile name", {"name": 'evil" ; flush ruleset', "rules": []}, "name"),
+    # the suboptions' own checks (fields.check_suboptions: types, choices, required, unknown keys)
+    ("unknown option", {"rules": [{"jump": "DROP", "uid": 0}]}, "rules[0]"),
+    ("jump not a target", {"rules": [{"jump": "ALLOW"}]}, "rules[0].jump"),
+    ("jump missing", {"rules": [{"jump": "DROP"}, {"uid_owner": "root"}]}, "rules[1].jump"),
+    ("burst not a number", {"rules": [{"jump": "ACCEPT", "limit": "5/second", "limit_burst": "many"}]},
+     "rules[0].limit_burst"),
+    ("ip_version not a version", {"rules": [{"jump": "DROP", "ip_version": "ipv5"}]}, "rules[0].ip_version"),
 ]
 # Text that would break out of iptables-restore or nft syntax (quotes, newlines, braces, comments, ';').
 HOSTILE = {

@@ -169,10 +169,14 @@ FAULTS = [
     Fault("nft-drops-comments", NFT,
           lambda c: [Wrap("nft", filter_input('s/, *"comment": *"[^"]*"//g'), when="-f")], r"did not converge",
           scenario="owner_rule-tunnel_guard"),
+    # the read before the apply comes from the ruleset the shadowing check lists (nft_backend.read_shared) where
+    # it can; the read-back after it is always "list table inet" of its own
     Fault("nft-list-hides-comments-on-read-back", NFT,
-          lambda c: [Wrap("nft", filter_output('s/, *"comment": *"[^"]*"//g'), when="list table inet", call=2)],
+          lambda c: [Wrap("nft", filter_output('s/, *"comment": *"[^"]*"//g'), when="list table inet", call=None)],
           r"did not converge", scenario="owner_rule-tunnel_guard"),
-    Fault("nft-list-fails-on-read", NFT, lambda c: [Wrap("nft", FAIL_READ, when="list table inet")], r"failed"),
+    Fault("nft-list-fails-on-read", NFT,       # no ruleset to share: the backend's own read fails, nothing applied
+          lambda c: [Wrap("nft", FAIL_READ, when="list ruleset", call=None),
+                     Wrap("nft", FAIL_READ, when="list table inet")], r"failed"),
 ]
 
 
