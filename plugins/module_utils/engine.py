@@ -189,7 +189,8 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), lay
     :func:`roll_back` can take back later (``rollback``'s confirm-or-roll-back).
 
     ``backends``: netfilter backends, the one to converge with first (the others, backends or
-    :class:`Standby`, clean up after a backend switch); ``states``: seams for ``policy.resources`` (see the module docstring).
+    :class:`Standby`, clean up after a backend switch); ``states``: seams for ``policy.resources`` (see
+    the module docstring).
     ``layers`` (a ``shadowing.Layers``) lets the first backend report, in ``warnings``, the layers beside it
     that can still drop what the policy accepts; ``fail_on_shadowing`` fails instead, before applying.
     """
