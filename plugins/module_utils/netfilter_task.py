@@ -81,7 +81,7 @@ AUTO_ORDER = ("nftables", "iptables")
 # name -> holds(layers): whether the kernel holds anything that backend could own (engine.Standby)
 HOLDS = {
     "iptables": lambda layers: any(layers.xtables_held(family) is not False for family in (4, 6)),
-    "nftables": lambda layers: layers.nft_table_held(fields.TABLE_FAMILY, fields.TABLE_NAME),
+    "nftables": lambda layers: bool(layers.nft_table(fields.TABLE_FAMILY, fields.TABLE_NAME)),
 }
 
 

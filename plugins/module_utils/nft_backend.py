@@ -278,16 +278,9 @@ class NftablesBackend:
         None too where our rules match cgroup v2 paths that only nft in a mount namespace of its own can
         print (:meth:`_with_cgroup2`).
         """
-        items = layers.nft_ruleset(read=False)
-        if items is None:
+        mine = layers.nft_table(self.table_family, self.table_name, read=False)
+        if mine is None:
             return None
-        family, name = self.table_family, self.table_name
-
-        def ours(item):
-            body = next(iter(item.values()), None)
-            return isinstance(body, dict) and body.get("family") == family and \
-                body.get("table" if "table" not in item else "name") == name
-        mine = [item for item in items if ours(item)]
         if self._cgroup2_hidden() and any(_CGROUP2_KEY in json.dumps(item) for item in mine if "rule" in item):
             return None
         return parse_items(mine)

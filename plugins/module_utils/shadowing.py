@@ -109,14 +109,22 @@ class Layers(object):
         items = self.nft_ruleset()
         if items is None:
             return None
-        nft_family = "ip" if family == 4 else "ip6"
+        nft_family = NFT_FAMILIES[family][0]
         return any("table" in item and item["table"].get("family") == nft_family for item in items)
 
-    def nft_table_held(self, family, name):
-        """Whether :meth:`nft_ruleset` holds the nf_tables table ``family name`` (False when nft cannot list)."""
-        items = self.nft_ruleset() or ()
-        return any("table" in item and item["table"].get("family") == family and item["table"].get("name") == name
-                   for item in items)
+    def nft_table(self, family, name, read=True):
+        """The items of :meth:`nft_ruleset` that belong to the nf_tables table ``family name`` (its table
+        item, chains, rules, sets, objects: empty when the kernel holds no such table), or None when the
+        ruleset cannot be listed (or, ``read=False``, was not listed yet in this run)."""
+        items = self.nft_ruleset(read)
+        if items is None:
+            return None
+
+        def of_table(item):
+            body = next(iter(item.values()), None)
+            return isinstance(body, dict) and body.get("family") == family and \
+                body.get("name" if "table" in item else "table") == name
+        return [item for item in items if of_table(item)]
 
     def nft_ruleset(self, read=True):
         """The items of ``nft -j list ruleset``, or None when nft is missing or cannot list.

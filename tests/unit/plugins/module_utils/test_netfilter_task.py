@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, netfilter_task
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from test_iptables_backend import layers_of
 
 
 class FakeModule:
@@ -69,3 +70,13 @@ def test_iptables_is_held_unless_both_families_are_known_empty(held, expected):
         def xtables_held(self, family):
             return held[0] if family == 4 else held[1]
     assert netfilter_task.HOLDS["iptables"](Layers()) is expected
+
+
+@pytest.mark.parametrize("listing,expected", [
+    ([{"table": {"family": "inet", "name": "netconfine"}},
+      {"chain": {"family": "inet", "table": "netconfine", "name": "c"}}], True),
+    ([{"table": {"family": "ip", "name": "netconfine"}}, {"table": {"family": "inet", "name": "other"}}], False),
+    (None, False),                                      # nft cannot list: the backend would not be usable either
+])
+def test_nftables_is_held_only_where_our_table_is_listed(tmp_path, listing, expected):
+    assert netfilter_task.HOLDS["nftables"](layers_of(tmp_path, listing)) is expected
