@@ -41,9 +41,88 @@ import dataclasses
 import hashlib
 import os
 import re
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, model, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+
+@dataclass(frozen=True)
+class EtherGuard:
+    """L2 anti-spoofing of one bridge port (ebtables chain ``chain``).
+
+    Frames entering the bridge from ``port`` must be IPv4, IPv6 or ARP (untagged: a VLAN-tagged
+    frame, 802.1Q or 802.1ad, or any other ether type would pass no L3 check). With ``mac``, they
+    must carry source MAC ``mac``, and ARP from it must name ``mac`` as sender hardware address and
+    one of ``arp_sources`` (IPv4 networks) or 0.0.0.0 (an RFC 5227 probe) as sender IP. Everything
+    else goes to ``drop_chain``: logged (``log_prefix``, rate ``limit``) and dropped. ``field`` names
+    the option in errors.
+    """
+    chain: str
+    port: str
+    mac: Optional[str]
+    arp_sources: Tuple[object, ...]
+    log_prefix: str
+    limit: model.Limit
+    drop_chain: str = ""       # the guard's log-and-drop chain
+    field: str = "mac"
+
+
+@dataclass(frozen=True)
+class BridgePort:
+    """One guest's bridge port in the nftables bridge table (``nft_bridge``).
+
+    ``addresses``: the networks the guest may use as source (both families); ``mac`` or None;
+    ``mark``: the packet-mark value frames from the port get (0: no service policy, no mark);
+    ``spoof_chain``/``spoof6_chain``/``rogue_chain``/``l2_chain``: its log-and-drop chains (log prefixes
+    ``spoof_prefix``, ...; ``l2_chain`` also takes every frame of an ether type a guest may not send);
+    ``rogue``: what it may not send (``dhcp``, ``ra``); ``services``: the conntrack form's per-guest policy
+    chains of a guest with a service policy, (kind, chain name) with kind ``from``, ``to``, ``hostin``,
+    ``hostout`` (empty: no policy, or the marks form).
+    """
+    name: str
+    port: str
+    addresses: Tuple[object, ...]
+    mac: Optional[str]
+    mark: int
+    out_chain: str
+    spoof_chain: str            # IPv4 (each family has its own log rate, as iptables' per-family rules)
+    spoof6_chain: str
+    rogue_chain: str
+    l2_chain: str
+    log_prefix: str
+    rogue: Tuple[str, ...] = ()
+    services: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class BridgeGuard:
+    """The bridge-family part of a task on the nftables backend: chain ``chain`` (hooked first from the
+    bridge's prerouting) with L2/L3 anti-spoofing as set lookups over every port, chain ``out_chain``
+    (hooked from the bridge's forward) marking frames to ports with a policy. ``families``: which IP
+    families are checked; ``limit``: the log rate. No ports: the task owns nothing there.
+
+    ``form``: where the service policy is filtered. ``marks``: in the inet table through br_netfilter,
+    the ports carried in the packet mark (``BridgePort.mark``). ``conntrack``: here, statefully (bridge
+    conntrack, ``nf_conntrack_bridge``), dispatched by port from the bridge's forward, input and output
+    hooks; ``services`` are then the per-guest policy chains (``model.Chain``, named ``<chain>.*``)."""
+    chain: str
+    out_chain: str
+    ports: Tuple[BridgePort, ...] = ()
+    families: Tuple[int, ...] = model.FAMILIES
+    limit: Optional[model.Limit] = None
+    form: str = "marks"
+    services: Tuple[object, ...] = ()
+
+
+@dataclass(frozen=True)
+class EtherFilter:
+    """The bridge-family (ebtables) part of a task: chain ``chain`` hooked first from FORWARD and INPUT,
+    dispatching to one ``EtherGuard`` per port. Handled by ``ebtables_state.EbtablesState``; with no
+    guards the task owns nothing there (and what it owned is removed)."""
+    chain: str
+    guards: Tuple[EtherGuard, ...] = ()
 
 FAMILY_OF = {"ipv4": (4,), "ipv6": (6,), "both": (4, 6)}
 SERVICE_LISTS = ("inbound", "outbound", "host_access", "host_services")
@@ -94,18 +173,18 @@ def build_policy(params, sys_class_net=SYS_CLASS_NET):
     if state == "present":
         _check_bridge(bridge, guests, sys_class_net)
 
-    sysctls = tuple(model.Sysctl(SYSCTL_OF_FAMILY[f], "1", module="br_netfilter", field="bridge") for f in families)
+    sysctls = tuple(sysctl_state.Sysctl(SYSCTL_OF_FAMILY[f], "1", module="br_netfilter", field="bridge") for f in families)
     # the iptables form: physdev chains, ebtables for L2. The nftables backend's two forms: the bridge table
     # (nft_bridge) holds the L2/L3 anti-spoofing in both; the service policy is in the inet table through
     # br_netfilter, ports carried in marks ("nftables", the marks form), or statefully in the bridge table
     # itself where the kernel has bridge conntrack ("nftables conntrack"; nft_bridge.choose_form decides)
     chains = _chains(name, bridge, guests, families, log_prefix, limit)
     ether = _ether_filter(name, guests, log_prefix, limit)
-    iptables = (chains, sysctls + (ether, model.BridgeGuard(guard_chain(name), guard_chain(name) + ".forward")))
+    iptables = (chains, sysctls + (ether, BridgeGuard(guard_chain(name), guard_chain(name) + ".forward")))
     policy_guests = [g for g in guests if g.has_policy]
     conntrack_guard = _bridge_guard(name, guests, families, log_prefix, limit, {}, conntrack=True)
-    conntrack = ((), ((model.KernelModule(CONNTRACK_MODULE, field="bridge_form"),) if policy_guests else ())
-                 + (model.EtherFilter(ether.chain), conntrack_guard))
+    conntrack = ((), ((sysctl_state.KernelModule(CONNTRACK_MODULE, field="bridge_form"),) if policy_guests else ())
+                 + (EtherFilter(ether.chain), conntrack_guard))
     marks = _marks(guests)
     if marks is None:
         # too many guests with a policy for the marks form: only the conntrack form can hold them
@@ -114,7 +193,7 @@ def build_policy(params, sys_class_net=SYS_CLASS_NET):
     else:
         nft_chains = _chains(name, bridge, guests, families, log_prefix, limit, marks)
         guard = _bridge_guard(name, guests, families, log_prefix, limit, marks)
-        nftables = (nft_chains, (sysctls if marks else ()) + (model.EtherFilter(ether.chain), guard))
+        nftables = (nft_chains, (sysctls if marks else ()) + (EtherFilter(ether.chain), guard))
     return model.Policy(name=name, chains=chains, families=families, present=state != "absent",
                         resources=iptables[1], resolved=resolved,
                         variants=(("iptables",) + iptables, ("nftables",) + nftables,
@@ -404,13 +483,13 @@ def _chains(name, bridge, guests, families, log_prefix, limit, marks=None):
 def _ether_filter(name, guests, log_prefix, limit):
     """L2 anti-spoofing (ebtables) for every guest: only IPv4, IPv6 and ARP, untagged (VLAN-tagged frames pass
     no physdev rule); with a MAC also the frame's source MAC, ARP sender MAC and IP."""
-    guards = tuple(model.EtherGuard(
+    guards = tuple(EtherGuard(
         chain=fields.chain_name(name, "l2 %s" % g.name), drop_chain=fields.chain_name(name, "l2drop %s" % g.name),
         port=g.port, mac=g.mac,
         arp_sources=tuple(n for n in g.addresses if n.version == 4),
         log_prefix="%sl2 %s: " % (log_prefix, g.name), limit=limit, field="backend")
         for g in guests)
-    return model.EtherFilter(fields.chain_name(name, "l2"), guards)
+    return EtherFilter(fields.chain_name(name, "l2"), guards)
 
 
 MARK_MAX = 255       # bits 8-15 / 16-23 of the packet mark (nft_render.MARK_IN_MASK, MARK_OUT_MASK)
@@ -461,13 +540,13 @@ def _bridge_guard(name, guests, families, log_prefix, limit, marks, conntrack=Fa
             for (kind, chain_name), (_kind, service_list, verdict) in zip(kinds, SERVICE_CHAINS):
                 rules = [_policy_chain(g, service_list, f, verdict, log_prefix, limit) for f in families]
                 services.append(model.Chain("bridge", chain_name, _interleave(*rules)))
-        ports.append(model.BridgePort(
+        ports.append(BridgePort(
             name=g.name, port=g.port, addresses=g.addresses, mac=g.mac, mark=marks.get(g.name, 0),
             out_chain=helper("mark", g), spoof_chain=helper("spoof4", g), spoof6_chain=helper("spoof6", g),
             rogue_chain=helper("rogue", g), l2_chain=helper("l2", g), log_prefix=log_prefix,
             rogue=(() if g.allow_dhcp_server else ("dhcp",)) + (() if g.allow_router_advertisement else ("ra",)),
             services=kinds))
-    return model.BridgeGuard(chain, chain + ".forward", tuple(ports), families, limit,
+    return BridgeGuard(chain, chain + ".forward", tuple(ports), families, limit,
                              form="conntrack" if conntrack else "marks", services=tuple(services))
 
 

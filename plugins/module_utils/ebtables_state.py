@@ -4,7 +4,7 @@
 """L2 anti-spoofing of bridge ports through ebtables (ether types, MAC and ARP), behind the engine's seam.
 
 Private to the paranoid.netconfine collection. A *state* for ``engine.converge(...,
-states=[EbtablesState(...)])`` that renders the policy's ``model.EtherFilter`` resource as
+states=[EbtablesState(...)])`` that renders the policy's ``bridge_model.EtherFilter`` resource as
 the lines ``ebtables-save`` prints (ebtables 1.8, nf_tables variant) and applies them with one
 ``ebtables-restore --noflush`` (one transaction for the table). It is the iptables backend's
 reader and script writer pointed at ebtables: whole chains of ours (``NC-``), one untagged jump
@@ -18,7 +18,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import (
     IptablesBackend, Owned, parse_save)
@@ -32,8 +32,8 @@ ALLOWED = ("IPv4", "IPv6")          # and ARP, checked further with a MAC: what 
 
 
 def ether_filter(policy):
-    """The policy's ``model.EtherFilter`` resource, or None."""
-    found = [r for r in policy.resources if isinstance(r, model.EtherFilter)]
+    """The policy's ``bridge_model.EtherFilter`` resource, or None."""
+    found = [r for r in policy.resources if isinstance(r, bridge_model.EtherFilter)]
     return found[-1] if found else None
 
 

@@ -80,6 +80,8 @@ def host_lock(timeout, lock_dir=LOCK_DIR):
 
 @dataclasses.dataclass
 class _Unit:
+    """One unit of one seam in a run: what the kernel holds (``tables``), what the task owns of it
+    (``current``), what it should own (``desired``) and the input that gets there (``script``)."""
     backend: object
     policy: object
     unit: object

@@ -505,9 +505,9 @@ class IptablesBackend:
 
     def _probe(self, *families):
         """None when the kernel takes a throwaway nf_tables table of each family, else nft's reason."""
-        # imported here: only kernels without nf_tables for the IP families get this far, and an iptables run
-        # loads no nftables code otherwise
-        from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import PROBE_TABLE, kernel_refuses
+        # imported here, and not from nft_backend: an iptables run where iptables-save shows no table (a
+        # converge from empty) asks this, and loads no nftables backend code for it
+        from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_probe import PROBE_TABLE, kernel_refuses
         return kernel_refuses(self.run, self.nft, "".join("add table %s %s\n" % (NFT_FAMILY[f], PROBE_TABLE)
                                                           for f in families))
 

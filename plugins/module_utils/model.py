@@ -11,7 +11,12 @@ and normalised at construction (ids not names, canonical networks), so ``==``
 means "the same rule in the kernel".
 
 A later module adds match or target classes here and teaches each renderer
-to print them; the engine and the backends' appliers stay as they are.
+to print them; the engine and the backends' appliers stay as they are. What
+only one module's seams handle lives beside them instead, so another module's
+task neither ships nor creates it (each frozen class costs its run ~0.5 ms to
+create): ``Dnat``/``Masquerade`` in nat_render, ``Sysctl``/``KernelModule`` in
+sysctl_state, ``SelinuxModule`` in selinux_store, ``Netns``/``Launcher``/
+``InsideNetns`` in netns_model, the bridge's guards and ports in bridge_model.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -103,11 +108,13 @@ class Physdev:
 
 @dataclass(frozen=True)
 class Conntrack:
+    """``-m conntrack --ctstate`` / ``ct state``: connection tracking states (NEW, ESTABLISHED, ...)."""
     states: Tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Limit:
+    """``-m limit`` / ``limit rate``: at most ``rate`` matches per ``unit``, bursts of ``burst``."""
     rate: int
     unit: str           # sec, min, hour, day
     burst: int = 5
@@ -115,6 +122,7 @@ class Limit:
 
 @dataclass(frozen=True)
 class Comment:
+    """``-m comment`` / the rule's ``comment``: text kept with the rule, no effect on packets."""
     text: str
 
 
@@ -128,17 +136,20 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Reject:
+    """REJECT with an ICMP/ICMPv6 error or a TCP reset (``reason``)."""
     reason: str = "port-unreachable"     # a key of fields.REJECT_REASONS
 
 
 @dataclass(frozen=True)
 class Log:
+    """LOG / ``log``: a kernel log line per packet (``level`` is syslog's, 0-7), then the next rule."""
     prefix: Optional[str] = None
     level: int = 4
 
 
 @dataclass(frozen=True)
 class Jump:
+    """Jump to a user chain ``chain`` (returning here at its end)."""
     chain: str
 
 
@@ -156,201 +167,6 @@ class Secmark:
 class ConnSecmark:
     """``-j CONNSECMARK --restore|--save``: copy the label from (restore) or to (save) the connection."""
     mode: str            # "restore" or "save"
-
-
-@dataclass(frozen=True)
-class Dnat:
-    """Destination NAT (table nat, PREROUTING/OUTPUT) to ``address`` (an ipaddress address) and ``port``."""
-    address: object
-    port: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class Masquerade:
-    """Source NAT to the outgoing interface's address (table nat, POSTROUTING)."""
-
-
-# ---------------------------------------------------------------- non-netfilter resources
-
-@dataclass(frozen=True)
-class Sysctl:
-    """A kernel parameter the task needs: ``/proc/sys/<key>`` holds ``value``.
-
-    ``key`` uses slashes (``net/bridge/bridge-nf-call-iptables``), ``value`` the text the
-    kernel prints without the newline. ``module`` is loaded (``modprobe``) first when the
-    key does not exist (``br_netfilter`` creates ``net/bridge/*``). ``field`` names the
-    option that asked for it in errors. Handled by ``sysctl_state.SysctlState``; sysctls
-    are per network namespace where the kernel says so (``net/*`` mostly are).
-    ``link``: the interface the key belongs to when the task creates that interface itself
-    (``net/ipv4/conf/vh-web/route_localnet`` of netns_service's veth). The key exists only
-    once the link does, so the boot restore, which runs before any such link exists, leaves
-    it to whatever creates the link at boot (netns_service's namespace unit).
-    """
-    key: str
-    value: str
-    module: Optional[str] = None
-    field: str = "name"
-    link: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class SelinuxModule:
-    """A CIL policy module the task owns in the SELinux policy store (``selinux_store.SelinuxStore``).
-
-    ``name`` is the store's module name (``netconfine_<task>``), ``priority`` the store priority
-    (1-999, ``semodule -X``), ``cil`` the exact text installed: its SHA-256 is what
-    ``semodule --list-modules=full --checksum`` prints for it once installed. ``line_fields``
-    maps 1-based CIL line numbers to the option that produced the line, so a compiler error
-    ("... at .../cil:5") names the field. ``types`` are (type name, field) pairs the module
-    relies on from the loaded policy (domains, existing packet types), checked before install.
-    """
-    name: str
-    priority: int
-    cil: str
-    line_fields: Tuple[Tuple[int, str], ...] = ()
-    types: Tuple[Tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class Netns:
-    """A named network namespace and the links a task owns for it (``netns_links.NetnsLinks``).
-
-    ``name`` is the exact name under ``/run/netns``. With ``host_link`` set, one veth pair joins
-    this namespace (``host_link``, addresses ``host_addresses``) and ``name`` (``peer_link``,
-    addresses ``peer_addresses``, default routes via ``gateways``); without it the namespace has
-    loopback only. Addresses are interface networks as ``ip`` prints them (``192.0.2.1/30``).
-    ``dns`` are the ``nameserver`` lines of ``/etc/netns/<name>/resolv.conf`` (no file if empty).
-    ``field`` names the option that declared it in errors.
-    """
-    name: str
-    host_link: Optional[str] = None
-    peer_link: Optional[str] = None
-    host_addresses: Tuple[str, ...] = ()
-    peer_addresses: Tuple[str, ...] = ()
-    gateways: Tuple[str, ...] = ()
-    dns: Tuple[str, ...] = ()
-    field: str = "name"
-
-
-@dataclass(frozen=True)
-class Launcher:
-    """The daemon of namespace ``namespace``, started by a launcher script at ``path`` (``netns_launcher``).
-
-    ``uid``/``gid`` are numeric (resolved on the target), ``user``/``home`` their passwd entry;
-    ``environment`` is ((name, value), ...) sorted; ``start`` keeps one launcher process running.
-    """
-    namespace: str
-    path: str
-    exec_path: str
-    args: Tuple[str, ...] = ()
-    user: str = "nobody"
-    uid: int = 65534
-    gid: int = 65534
-    home: str = "/"
-    working_directory: str = "/"
-    environment: Tuple[Tuple[str, str], ...] = ()
-    private_tmp: bool = True
-    start: bool = False
-    group: str = ""            # name of gid (systemd's Group=)
-    # systemd sandbox settings: ((Directive, (value, ...)), ...) e.g. (("IPAddressDeny", ("any",)),)
-    sandbox: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
-
-
-@dataclass(frozen=True)
-class InsideNetns:
-    """A netfilter ``policy`` (a ``Policy``) converged inside the named namespace ``namespace``.
-
-    Handled by ``netns_netfilter.InsideNetns`` with the task's backend, run there. ``policy.present``
-    false removes what it owns there.
-    """
-    namespace: str
-    policy: object
-
-
-@dataclass(frozen=True)
-class EtherGuard:
-    """L2 anti-spoofing of one bridge port (ebtables chain ``chain``).
-
-    Frames entering the bridge from ``port`` must be IPv4, IPv6 or ARP (untagged: a VLAN-tagged
-    frame, 802.1Q or 802.1ad, or any other ether type would pass no L3 check). With ``mac``, they
-    must carry source MAC ``mac``, and ARP from it must name ``mac`` as sender hardware address and
-    one of ``arp_sources`` (IPv4 networks) or 0.0.0.0 (an RFC 5227 probe) as sender IP. Everything
-    else goes to ``drop_chain``: logged (``log_prefix``, rate ``limit``) and dropped. ``field`` names
-    the option in errors.
-    """
-    chain: str
-    port: str
-    mac: Optional[str]
-    arp_sources: Tuple[object, ...]
-    log_prefix: str
-    limit: Limit
-    drop_chain: str = ""       # the guard's log-and-drop chain
-    field: str = "mac"
-
-
-@dataclass(frozen=True)
-class BridgePort:
-    """One guest's bridge port in the nftables bridge table (``nft_bridge``).
-
-    ``addresses``: the networks the guest may use as source (both families); ``mac`` or None;
-    ``mark``: the packet-mark value frames from the port get (0: no service policy, no mark);
-    ``spoof_chain``/``spoof6_chain``/``rogue_chain``/``l2_chain``: its log-and-drop chains (log prefixes
-    ``spoof_prefix``, ...; ``l2_chain`` also takes every frame of an ether type a guest may not send);
-    ``rogue``: what it may not send (``dhcp``, ``ra``); ``services``: the conntrack form's per-guest policy
-    chains of a guest with a service policy, (kind, chain name) with kind ``from``, ``to``, ``hostin``,
-    ``hostout`` (empty: no policy, or the marks form).
-    """
-    name: str
-    port: str
-    addresses: Tuple[object, ...]
-    mac: Optional[str]
-    mark: int
-    out_chain: str
-    spoof_chain: str            # IPv4 (each family has its own log rate, as iptables' per-family rules)
-    spoof6_chain: str
-    rogue_chain: str
-    l2_chain: str
-    log_prefix: str
-    rogue: Tuple[str, ...] = ()
-    services: Tuple[Tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class BridgeGuard:
-    """The bridge-family part of a task on the nftables backend: chain ``chain`` (hooked first from the
-    bridge's prerouting) with L2/L3 anti-spoofing as set lookups over every port, chain ``out_chain``
-    (hooked from the bridge's forward) marking frames to ports with a policy. ``families``: which IP
-    families are checked; ``limit``: the log rate. No ports: the task owns nothing there.
-
-    ``form``: where the service policy is filtered. ``marks``: in the inet table through br_netfilter,
-    the ports carried in the packet mark (``BridgePort.mark``). ``conntrack``: here, statefully (bridge
-    conntrack, ``nf_conntrack_bridge``), dispatched by port from the bridge's forward, input and output
-    hooks; ``services`` are then the per-guest policy chains (``model.Chain``, named ``<chain>.*``)."""
-    chain: str
-    out_chain: str
-    ports: Tuple[BridgePort, ...] = ()
-    families: Tuple[int, ...] = FAMILIES
-    limit: Optional[Limit] = None
-    form: str = "marks"
-    services: Tuple[object, ...] = ()
-
-
-@dataclass(frozen=True)
-class KernelModule:
-    """A kernel module the task needs loaded (``modprobe NAME``; built into the kernel counts as loaded).
-    Handled by ``sysctl_state.SysctlState`` beside the sysctls, persisted with them (``modprobe`` at boot).
-    ``field`` names the option that asked for it in errors."""
-    name: str
-    field: str = "name"
-
-
-@dataclass(frozen=True)
-class EtherFilter:
-    """The bridge-family (ebtables) part of a task: chain ``chain`` hooked first from FORWARD and INPUT,
-    dispatching to one ``EtherGuard`` per port. Handled by ``ebtables_state.EbtablesState``; with no
-    guards the task owns nothing there (and what it owned is removed)."""
-    chain: str
-    guards: Tuple[EtherGuard, ...] = ()
 
 
 # ---------------------------------------------------------------- structure

@@ -23,8 +23,20 @@ __metaclass__ = type
 import ipaddress
 import re
 import socket
+from dataclasses import dataclass
+from typing import Optional
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+
+@dataclass(frozen=True)
+class Dnat:
+    """Destination NAT (table nat, PREROUTING/OUTPUT) to ``address`` (an ipaddress address) and ``port``."""
+    address: object
+    port: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Masquerade:
+    """Source NAT to the outgoing interface's address (table nat, POSTROUTING)."""
 
 _NFT_FAMILY = {4: "ip", 6: "ip6"}
 
@@ -39,12 +51,12 @@ def _address_text(address):
 
 def iptables_target(target, family):
     """``-j ...`` of a NAT target, or None when ``target`` is not one."""
-    if isinstance(target, model.Dnat):
+    if isinstance(target, Dnat):
         addr = _address_text(target.address)
         if target.port is None:
             return "-j DNAT --to-destination %s" % addr
         return "-j DNAT --to-destination %s:%d" % ("[%s]" % addr if family == 6 else addr, target.port)
-    if isinstance(target, model.Masquerade):
+    if isinstance(target, Masquerade):
         return "-j MASQUERADE"
     return None
 
@@ -53,14 +65,14 @@ def iptables_target(target, family):
 
 def nft_target(target, family, c):
     """Set ``c.statement`` for a NAT target; False when ``target`` is not one."""
-    if isinstance(target, model.Dnat):
+    if isinstance(target, Dnat):
         body = {"family": _NFT_FAMILY[family], "addr": _address_text(target.address)}
         if target.port is not None:
             body["port"] = target.port
         c.statement = [{"dnat": body}]
         c.implies_family = True
         return True
-    if isinstance(target, model.Masquerade):
+    if isinstance(target, Masquerade):
         c.statement = [{"masquerade": None}]
         return True
     return False

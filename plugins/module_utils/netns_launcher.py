@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: paranoid.netconfine contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The daemon's launcher for hosts without systemd (``model.Launcher``), behind the engine's seam.
+"""The daemon's launcher for hosts without systemd (``netns_model.Launcher``), behind the engine's seam.
 
 Private to the paranoid.netconfine collection. One unit per namespace
 (``launcher NAME``). The launcher is a shell script at
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 LAUNCHER_DIR = "/usr/local/libexec/netconfine"
@@ -90,7 +90,7 @@ class LauncherState:
 
 
 class NetnsLauncher:
-    """Writes, removes, starts and stops the launcher of each declared ``model.Launcher``."""
+    """Writes, removes, starts and stops the launcher of each declared ``netns_model.Launcher``."""
 
     name = "launcher"
     persistent = True          # persistence.PersistState keeps boot_script (the start) for boot
@@ -110,7 +110,7 @@ class NetnsLauncher:
         return tuple(self._declared)
 
     def units(self, policy):
-        self._declared = dict((item.namespace, item) for item in policy.resources if isinstance(item, model.Launcher))
+        self._declared = dict((item.namespace, item) for item in policy.resources if isinstance(item, netns_model.Launcher))
         return tuple(sorted(self._declared))
 
     def _pids(self, launcher):
@@ -159,8 +159,7 @@ class NetnsLauncher:
         if not policy.present:
             return {}
         if launcher.sandbox:
-            from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import SANDBOX
-            option = next(o for o, d, _s in SANDBOX if d == launcher.sandbox[0][0])
+            option = next(o for o, d, _s in netns_model.SANDBOX if d == launcher.sandbox[0][0])
             raise NetconfineError("needs systemd (%s= of a unit); this host does not run systemd, so only the "
                                   "launcher is available" % launcher.sandbox[0][0], "service.%s" % option)
         facts = [("script", "%s\n%s" % (launcher.path, render_script(launcher)))]

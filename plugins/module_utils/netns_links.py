@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: paranoid.netconfine contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Named network namespaces and their links (``model.Netns`` resources), behind the engine's seam.
+"""Named network namespaces and their links (``netns_model.Netns`` resources), behind the engine's seam.
 
 Private to the paranoid.netconfine collection. A *state* for
 ``engine.converge(..., states=[NetnsLinks(...)])``: one unit per namespace
@@ -40,7 +40,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_model, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 NETNS_DIR = "/run/netns"
@@ -83,8 +83,8 @@ def _sorted(facts):
 
 
 def declared(policy):
-    """{unit: model.Netns} of the policy's namespaces."""
-    return dict((item.name, item) for item in policy.resources if isinstance(item, model.Netns))
+    """{unit: netns_model.Netns} of the policy's namespaces."""
+    return dict((item.name, item) for item in policy.resources if isinstance(item, netns_model.Netns))
 
 
 def desired_facts(ns):
@@ -122,7 +122,7 @@ def link_sysctls(policy):
     restore of sysctls leaves them out (``sysctl_state.boot_script``) and whoever builds the namespace
     at boot sets them."""
     return dict((n.name, tuple(sorted((i.key, i.value) for i in policy.resources
-                                      if isinstance(i, model.Sysctl) and n.host_link and i.link == n.host_link)))
+                                      if isinstance(i, sysctl_state.Sysctl) and n.host_link and i.link == n.host_link)))
                 for n in declared(policy).values())
 
 

@@ -6,8 +6,8 @@
 Private to the paranoid.netconfine collection. Everything the user typed is
 checked here, before anything touches the host; each error names its field.
 
-The task owns, besides its ``model.Netns`` (namespace, veth pair, addresses,
-routes, resolv.conf; applied by ``netns_links``) and ``model.Sysctl``
+The task owns, besides its ``Netns`` (namespace, veth pair, addresses,
+routes, resolv.conf; applied by ``netns_links``) and ``sysctl_state.Sysctl``
 resources (forwarding), four chains on the host side:
 
 * ``filter`` FORWARD: replies to the namespace, the declared forwards in
@@ -29,9 +29,67 @@ import itertools
 import os
 import pwd
 import re
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, identity, model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, identity, model, nat_render, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+
+@dataclass(frozen=True)
+class Netns:
+    """A named network namespace and the links a task owns for it (``netns_links.NetnsLinks``).
+
+    ``name`` is the exact name under ``/run/netns``. With ``host_link`` set, one veth pair joins
+    this namespace (``host_link``, addresses ``host_addresses``) and ``name`` (``peer_link``,
+    addresses ``peer_addresses``, default routes via ``gateways``); without it the namespace has
+    loopback only. Addresses are interface networks as ``ip`` prints them (``192.0.2.1/30``).
+    ``dns`` are the ``nameserver`` lines of ``/etc/netns/<name>/resolv.conf`` (no file if empty).
+    ``field`` names the option that declared it in errors.
+    """
+    name: str
+    host_link: Optional[str] = None
+    peer_link: Optional[str] = None
+    host_addresses: Tuple[str, ...] = ()
+    peer_addresses: Tuple[str, ...] = ()
+    gateways: Tuple[str, ...] = ()
+    dns: Tuple[str, ...] = ()
+    field: str = "name"
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """The daemon of namespace ``namespace``, started by a launcher script at ``path`` (``netns_launcher``).
+
+    ``uid``/``gid`` are numeric (resolved on the target), ``user``/``home`` their passwd entry;
+    ``environment`` is ((name, value), ...) sorted; ``start`` keeps one launcher process running.
+    """
+    namespace: str
+    path: str
+    exec_path: str
+    args: Tuple[str, ...] = ()
+    user: str = "nobody"
+    uid: int = 65534
+    gid: int = 65534
+    home: str = "/"
+    working_directory: str = "/"
+    environment: Tuple[Tuple[str, str], ...] = ()
+    private_tmp: bool = True
+    start: bool = False
+    group: str = ""            # name of gid (systemd's Group=)
+    # systemd sandbox settings: ((Directive, (value, ...)), ...) e.g. (("IPAddressDeny", ("any",)),)
+    sandbox: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class InsideNetns:
+    """A netfilter ``policy`` (a ``Policy``) converged inside the named namespace ``namespace``.
+
+    Handled by ``netns_netfilter.InsideNetns`` with the task's backend, run there. ``policy.present``
+    false removes what it owns there.
+    """
+    namespace: str
+    policy: object
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 LINK_PREFIXES = ("vh-", "vn-")           # host side, namespace side
@@ -127,7 +185,7 @@ def build_policy(params):
 
     pname = "netns-%s" % name
     chains = () if not plan else _chains(pname, plan, host_link, outbound, forwards, allow_lo)
-    resources = [model.Netns(
+    resources = [Netns(
         name=name,
         host_link=host_link if plan else None,
         peer_link=peer_link if plan else None,
@@ -136,14 +194,14 @@ def build_policy(params):
         gateways=tuple(str(plan[f][1]) for f in sorted(plan)),
         dns=dns, field="name")]
     for family in sorted(plan):
-        resources.append(model.Sysctl(FORWARDING[family], "1", field="subnet" if family == 4 else "subnet6"))
+        resources.append(sysctl_state.Sysctl(FORWARDING[family], "1", field="subnet" if family == 4 else "subnet6"))
     if allow_lo:
-        resources.append(model.Sysctl("net/ipv4/conf/%s/route_localnet" % host_link, "1",
+        resources.append(sysctl_state.Sysctl("net/ipv4/conf/%s/route_localnet" % host_link, "1",
                                       field="allow_localhost_forward", link=host_link))
     if params.get("service") is not None:
         resources.append(service_launcher(name, params["service"]))
     egress = params.get("egress")
-    resources.append(model.InsideNetns(name, model.Policy(
+    resources.append(InsideNetns(name, model.Policy(
         name=pname, chains=(_egress_chain(pname, egress or [], families),), families=families,
         present=present and egress is not None)))
     return model.Policy(name=pname, chains=chains, families=families, present=present,
@@ -287,12 +345,12 @@ def _family_rules(family, peer, host_link, outbound, forwards, allow_lo):
     forward.append(model.Rule(family, model.Verdict("DROP"), in_interface=host_link))
     forward.append(model.Rule(family, model.Verdict("DROP"), out_interface=host_link))
     if outbound:
-        postrouting.append(model.Rule(family, model.Masquerade(), source=me, out_interface=outbound))
+        postrouting.append(model.Rule(family, nat_render.Masquerade(), source=me, out_interface=outbound))
     else:
-        postrouting.append(model.Rule(family, model.Masquerade(), source=me, out_interface=host_link,
+        postrouting.append(model.Rule(family, nat_render.Masquerade(), source=me, out_interface=host_link,
                                       out_interface_negate=True))
     if allow_lo and family == 4 and forwards:
-        postrouting.append(model.Rule(4, model.Masquerade(), source=LOOPBACK[4], out_interface=host_link))
+        postrouting.append(model.Rule(4, nat_render.Masquerade(), source=LOOPBACK[4], out_interface=host_link))
     return forward, prerouting, output, postrouting
 
 
@@ -312,7 +370,7 @@ def _dnat(family, protocol, source, host_address, port, host_port, peer, skip_lo
         matches = (model.DestinationType("LOCAL"),) + matches
         if skip_loopback:
             destination, negate = LOOPBACK[family], True
-    return model.Rule(family, model.Dnat(peer, port), protocol=protocol, source=source,
+    return model.Rule(family, nat_render.Dnat(peer, port), protocol=protocol, source=source,
                       destination=destination, destination_negate=negate, matches=matches)
 
 
@@ -334,7 +392,7 @@ def _plain(value, field):
 
 
 def service_launcher(name, raw, launcher_dir="/usr/local/libexec/netconfine"):
-    """The ``service`` option -> model.Launcher (user and group resolved here, on the target)."""
+    """The ``service`` option -> Launcher (user and group resolved here, on the target)."""
     exec_path = _absolute(raw.get("exec"), "service.exec")
     args = tuple(_plain(a, "service.args[%d]" % i) for i, a in enumerate(raw.get("args") or []))
     user = raw.get("user")
@@ -370,7 +428,7 @@ def service_launcher(name, raw, launcher_dir="/usr/local/libexec/netconfine"):
         group = grp.getgrgid(gid).gr_name
     except KeyError:
         group = str(gid)
-    return model.Launcher(
+    return Launcher(
         group=group, sandbox=sandbox(raw),
         namespace=name, path=os.path.join(launcher_dir, "ns-%s" % name), exec_path=exec_path, args=args,
         user=entry.pw_name, uid=uid, gid=gid, home=entry.pw_dir or "/",

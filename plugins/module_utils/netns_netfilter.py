@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: paranoid.netconfine contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Netfilter rules inside a named network namespace (``model.InsideNetns``), as an engine state.
+"""Netfilter rules inside a named network namespace (``netns_model.InsideNetns``), as an engine state.
 
 Private to the paranoid.netconfine collection. The backend seam and the state
 seam are the same contract, so this state is a netfilter backend (the one the
@@ -31,7 +31,7 @@ import json
 import os
 import re
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model, nat_render, netns_model, nft_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import _TAG_OF, reachable
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import TAG_PREFIX, _tag, _targets
@@ -40,8 +40,8 @@ NETNS_DIR = "/run/netns"
 
 
 def inner(policy):
-    """The task's ``model.InsideNetns`` resource, or None."""
-    return next((r for r in policy.resources if isinstance(r, model.InsideNetns)), None)
+    """The task's ``netns_model.InsideNetns`` resource, or None."""
+    return next((r for r in policy.resources if isinstance(r, netns_model.InsideNetns)), None)
 
 
 class InsideNetns:

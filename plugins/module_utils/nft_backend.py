@@ -30,6 +30,7 @@ from typing import Optional, Tuple
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import nft_render, secmark_render, shadowing
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_probe import PROBE_TABLE, kernel_refuses
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import TABLE, TABLE_FAMILY, TABLE_NAME
 
 UNIT = "ruleset"
@@ -39,14 +40,6 @@ IN_ORDER = "in order"
 TAG_PREFIX = "netconfine:"
 _MISSING_TABLE = "No such file or directory"
 SELINUXFS = "/sys/fs/selinux"
-PROBE_TABLE = "netconfine_probe"
-
-
-def kernel_refuses(run, nft, script):
-    """None when the kernel takes the nft ``script`` (``nft -c -f -``: the kernel checks the batch and
-    commits nothing; a throwaway table named PROBE_TABLE asks what it can hold), else nft's reason."""
-    rc, out, err = run([nft, "-c", "-f", "-"], data=script)
-    return None if rc == 0 else " ".join((err or out).split()) or "rc=%d" % rc
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 """L2/L3 anti-spoofing of bridge ports in ``table bridge netconfine``, behind the engine's seam.
 
 Private to the paranoid.netconfine collection. A *state* for ``engine.converge(...,
-states=[NftBridgeState(...)])`` that renders the policy's ``model.BridgeGuard`` resource as the
+states=[NftBridgeState(...)])`` that renders the policy's ``bridge_model.BridgeGuard`` resource as the
 JSON ``nft -j list table bridge netconfine`` prints and applies it in one ``nft -j -f`` batch.
 It is the nftables backend's reader and script writer (``nft_backend.NftablesBackend``) pointed
 at our bridge table: base chains holding only tagged jumps (``bridge_prerouting`` and
@@ -74,8 +74,8 @@ __metaclass__ = type
 
 from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model, nft_render
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
-from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import (
-    IN_ORDER, PROBE_TABLE, NftablesBackend, _freeze, kernel_refuses)
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import IN_ORDER, NftablesBackend, _freeze
+from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_probe import PROBE_TABLE, kernel_refuses
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_render import (
     COUNTER, MARK_OUT_MASK, canonical, match, meta, network, normalise, payload)
 
@@ -98,8 +98,8 @@ ETHER_TYPES = ("arp", "ip", "ip6")       # what a guest may send at all (untagge
 
 
 def bridge_guard(policy):
-    """The policy's ``model.BridgeGuard`` resource, or None."""
-    found = [r for r in policy.resources if isinstance(r, model.BridgeGuard)]
+    """The policy's ``bridge_model.BridgeGuard`` resource, or None."""
+    found = [r for r in policy.resources if isinstance(r, bridge_model.BridgeGuard)]
     return found[-1] if found else None
 
 

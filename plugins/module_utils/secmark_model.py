@@ -6,7 +6,7 @@
 Private to the paranoid.netconfine collection. A task owns:
 
 - one CIL module ``netconfine_<name>`` in the SELinux policy store
-  (``model.SelinuxModule`` resource, rendered by ``secmark_cil``), and
+  (``selinux_store.SelinuxModule`` resource, rendered by ``secmark_cil``), and
 - one chain per direction in table ``mangle`` (``NC-<name>-output-<hash>`` hooked
   from OUTPUT, ``...-input-...`` from INPUT, ``...-forward-...`` from FORWARD), laid
   out like refpolicy's netfilter skeleton: ``CONNSECMARK --restore`` for
@@ -27,7 +27,7 @@ __metaclass__ = type
 import dataclasses
 import re
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, model, owner_model, secmark_cil
+from ansible_collections.paranoid.netconfine.plugins.module_utils import fields, model, owner_model, secmark_cil, selinux_store
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 DIRECTIONS = {"output": "OUTPUT", "input": "INPUT", "forward": "FORWARD"}
@@ -102,15 +102,15 @@ def build_policy(params):
         # removal needs only the names: every direction's chain and the module, whatever is still declared
         chains = tuple(model.Chain(TABLE, fields.chain_name(name, d), (), model.Hook(b, "first"))
                        for d, b in DIRECTIONS.items())
-        resources = (model.SelinuxModule(secmark_cil.module_name(name), priority, ""),)
+        resources = (selinux_store.SelinuxModule(secmark_cil.module_name(name), priority, ""),)
     elif packet_types or allow_unlabeled is not None:
         lines = secmark_cil.render_cil(packet_types, allow_unlabeled, task=name)
-        resources = (model.SelinuxModule(secmark_cil.module_name(name), priority, secmark_cil.cil_text(lines),
+        resources = (selinux_store.SelinuxModule(secmark_cil.module_name(name), priority, secmark_cil.cil_text(lines),
                                          secmark_cil.line_fields(lines), tuple(types)),)
     elif chains:
         # labels with existing packet types only: no module of ours, but a task renamed from one that had
         # a module must not leave it behind, so the (empty) module is still owned and removed
-        resources = (model.SelinuxModule(secmark_cil.module_name(name), priority, "", types=tuple(types)),)
+        resources = (selinux_store.SelinuxModule(secmark_cil.module_name(name), priority, "", types=tuple(types)),)
     else:
         raise NetconfineError("declares nothing: give packet_types, labels or allow_unlabeled", "packet_types")
     return model.Policy(name=name, chains=chains, families=families, present=present, resources=resources,

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: paranoid.netconfine contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The SELinux policy store (``model.SelinuxModule`` resources), behind the engine's seam.
+"""The SELinux policy store (``SelinuxModule`` resources), behind the engine's seam.
 
 Private to the paranoid.netconfine collection. A *state* for
 ``engine.converge(..., states=[SelinuxStore(...)])`` with one unit, ``policy``:
@@ -39,9 +39,27 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+
+@dataclass(frozen=True)
+class SelinuxModule:
+    """A CIL policy module the task owns in the SELinux policy store (``selinux_store.SelinuxStore``).
+
+    ``name`` is the store's module name (``netconfine_<task>``), ``priority`` the store priority
+    (1-999, ``semodule -X``), ``cil`` the exact text installed: its SHA-256 is what
+    ``semodule --list-modules=full --checksum`` prints for it once installed. ``line_fields``
+    maps 1-based CIL line numbers to the option that produced the line, so a compiler error
+    ("... at .../cil:5") names the field. ``types`` are (type name, field) pairs the module
+    relies on from the loaded policy (domains, existing packet types), checked before install.
+    """
+    name: str
+    priority: int
+    cil: str
+    line_fields: Tuple[Tuple[int, str], ...] = ()
+    types: Tuple[Tuple[str, str], ...] = ()
 
 UNIT = "policy"
 SELINUXFS = "/sys/fs/selinux"
@@ -71,8 +89,8 @@ def key(name, priority):
 
 
 def modules(policy):
-    """The policy's ``model.SelinuxModule`` resources by name."""
-    return dict((r.name, r) for r in policy.resources if isinstance(r, model.SelinuxModule))
+    """The policy's ``SelinuxModule`` resources by name."""
+    return dict((r.name, r) for r in policy.resources if isinstance(r, SelinuxModule))
 
 
 def parse_list(text):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: paranoid.netconfine contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Kernel parameters a task needs (``model.Sysctl`` resources), behind the engine's seam.
+"""Kernel parameters a task needs (``Sysctl`` resources), behind the engine's seam.
 
 Private to the paranoid.netconfine collection. A *state* for
 ``engine.converge(..., states=[SysctlState(...)])``: one unit, ``kernel``;
@@ -9,7 +9,7 @@ Private to the paranoid.netconfine collection. A *state* for
 the text of what would change (``modprobe MODULE`` lines, then ``key = value``
 lines in sysctl.conf(5) syntax), ``apply`` does it, and the engine reads back.
 
-Kernel modules a task needs without a key of their own (``model.KernelModule``, e.g.
+Kernel modules a task needs without a key of their own (``KernelModule``, e.g.
 ``nf_conntrack_bridge``) go through the same unit: read from ``/sys/module/<name>`` (or the
 kernel's ``modules.builtin``), shown as ``module NAME = loaded``, loaded with ``modprobe NAME``,
 and persisted with the sysctls (the boot file's ``modprobe`` lines).
@@ -25,10 +25,39 @@ __metaclass__ = type
 
 import os
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    """A kernel parameter the task needs: ``/proc/sys/<key>`` holds ``value``.
+
+    ``key`` uses slashes (``net/bridge/bridge-nf-call-iptables``), ``value`` the text the
+    kernel prints without the newline. ``module`` is loaded (``modprobe``) first when the
+    key does not exist (``br_netfilter`` creates ``net/bridge/*``). ``field`` names the
+    option that asked for it in errors. Handled by ``sysctl_state.SysctlState``; sysctls
+    are per network namespace where the kernel says so (``net/*`` mostly are).
+    ``link``: the interface the key belongs to when the task creates that interface itself
+    (``net/ipv4/conf/vh-web/route_localnet`` of netns_service's veth). The key exists only
+    once the link does, so the boot restore, which runs before any such link exists, leaves
+    it to whatever creates the link at boot (netns_service's namespace unit).
+    """
+    key: str
+    value: str
+    module: Optional[str] = None
+    field: str = "name"
+    link: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class KernelModule:
+    """A kernel module the task needs loaded (``modprobe NAME``; built into the kernel counts as loaded).
+    Handled by ``sysctl_state.SysctlState`` beside the sysctls, persisted with them (``modprobe`` at boot).
+    ``field`` names the option that asked for it in errors."""
+    name: str
+    field: str = "name"
 
 UNIT = "kernel"
 MISSING = "(missing)"
@@ -49,17 +78,17 @@ class Settings:
 
 
 def sysctls(policy):
-    """The policy's ``model.Sysctl`` resources, one per key (the last declaration wins)."""
+    """The policy's ``Sysctl`` resources, one per key (the last declaration wins)."""
     found = {}
     for item in policy.resources:
-        if isinstance(item, model.Sysctl):
+        if isinstance(item, Sysctl):
             found[item.key] = item
     return found
 
 
 def kernel_modules(policy):
-    """The policy's ``model.KernelModule`` resources by name."""
-    return dict((item.name, item) for item in policy.resources if isinstance(item, model.KernelModule))
+    """The policy's ``KernelModule`` resources by name."""
+    return dict((item.name, item) for item in policy.resources if isinstance(item, KernelModule))
 
 
 class SysctlState:
@@ -143,7 +172,7 @@ class SysctlState:
 
     def boot_script(self, desired):
         """The boot file's text (``persistence``): the empty-host script, without the keys of links the
-        task creates itself (``model.Sysctl.link``). ``netconfine-restore`` runs before any such link
+        task creates itself (``Sysctl.link``). ``netconfine-restore`` runs before any such link
         exists (a veth of netns_service is made later, by its namespace unit, which then sets them);
         writing them there would fail the restore at every boot."""
         linked = set(key for key, item in self._declared.items() if item.link)

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: paranoid.netconfine contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""systemd units of ``netns_service`` (``model.Netns`` and ``model.Launcher``), behind the engine's seam.
+"""systemd units of ``netns_service`` (``netns_model.Netns`` and ``netns_model.Launcher``), behind the engine's seam.
 
 Private to the paranoid.netconfine collection. Used instead of ``netns_launcher`` where systemd runs
 (``/run/systemd/system`` exists, sd_booted(3)). One unit of this state per namespace (``systemd NAME``)
@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Tuple
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, netns_links
+from ansible_collections.paranoid.netconfine.plugins.module_utils import netns_links, netns_model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 UNIT_DIR = "/etc/systemd/system"
@@ -164,7 +164,7 @@ class SystemdUnits:
         return tuple(self._declared)
 
     def units(self, policy):
-        launchers = dict((i.namespace, i) for i in policy.resources if isinstance(i, model.Launcher))
+        launchers = dict((i.namespace, i) for i in policy.resources if isinstance(i, netns_model.Launcher))
         self._declared = dict((n.name, (n, launchers.get(n.name))) for n in netns_links.declared(policy).values())
         # sysctls of a veth we create (route_localnet): the namespace unit sets them once it made the veth
         self._link_sysctls = netns_links.link_sysctls(policy)
@@ -234,9 +234,7 @@ class SystemdUnits:
         return {unit: Units(tuple(facts))}
 
     def _check_version(self, launcher):
-        from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import SANDBOX
-
-        for option, directive, since in SANDBOX:
+        for option, directive, since in netns_model.SANDBOX:
             if any(d == directive for d, _values in launcher.sandbox) and since > 235 and self.version() < since:
                 raise NetconfineError("needs systemd %d or later (%s=); this host runs systemd %d"
                                       % (since, directive, self.version()), "service.%s" % option)

@@ -5,6 +5,7 @@ headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -59,6 +60,7 @@ def test_audit_in_sync_then_drifted_with_the_missing_line(audited_host, tmp_path
     play, md, html = audit(hosts, inventory, tmp_path / "a")
     assert f"## {ns}: in sync" in md, md
     assert "audit: every host in sync" in play.output, play.output
+    assert json.loads((tmp_path / "a" / "audit.json").read_text()) == {ns: "in sync"}
     assert "tunnel_guard: root -> [::1]:992/tcp | allowed | connected | \u2713" in md
 
     # delete the REJECT rule of the owned chain by hand (IPv4)
@@ -74,8 +76,10 @@ def test_audit_in_sync_then_drifted_with_the_missing_line(audited_host, tmp_path
     assert "+" + line in md, md                          # the missing rule line, as what should be there
     assert re.search(r"tunnel_guard: \S+ -> 127\.0\.0\.1:992/tcp \| refused \| connected \| \u2717", md), md
     assert line not in iptables_save(ns, 4, "filter")    # the audit changed nothing
+    assert json.loads((tmp_path / "b" / "audit.json").read_text()) == {ns: "drifted"}
     only_report, md_only, _html = audit(hosts, inventory, tmp_path / "c", netconfine_audit_fail=False)
     assert f"## {ns}: drifted" in md_only and "+" + line in md_only, md_only
+    assert json.loads((tmp_path / "c" / "audit.json").read_text()) == {ns: "drifted"}   # what scripts/lab reads
     assert "<script" not in html and "http" not in html.replace('lang="en"', "")  # self-contained
     assert f'id="host-{ns}"' in html and "drifted" in html
 

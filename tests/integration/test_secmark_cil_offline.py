@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, selinux_store
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.secmark_model import build_policy
 from ansible_collections.paranoid.netconfine.plugins.module_utils.selinux_store import SelinuxStore
@@ -42,7 +42,7 @@ VARIANTS = [
 def module_of(params):
     base = {"state": "present", "packet_types": [], "labels": []}
     base.update(params)
-    (found,) = [r for r in build_policy(base).resources if isinstance(r, model.SelinuxModule)]
+    (found,) = [r for r in build_policy(base).resources if isinstance(r, selinux_store.SelinuxModule)]
     return found
 
 

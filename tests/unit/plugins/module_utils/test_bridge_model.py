@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_backend import IptablesBackend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netfilter_task import COMMON_ARGS
@@ -127,13 +127,13 @@ def test_ipv6_essentials_and_router_functions():
 
 def test_resources_are_the_bridge_sysctls_per_family():
     policy = bridge_model.build_policy(params([DNS], ip_version="ipv4"))
-    assert policy.resources[:1] == (model.Sysctl("net/bridge/bridge-nf-call-iptables", "1", "br_netfilter",
+    assert policy.resources[:1] == (sysctl_state.Sysctl("net/bridge/bridge-nf-call-iptables", "1", "br_netfilter",
                                                  "bridge"),)
     # every guest has an ebtables guard (only IPv4, IPv6 and ARP pass), with or without a MAC
     ether = policy.resources[1]
-    assert isinstance(ether, model.EtherFilter) and [(g.port, g.mac) for g in ether.guards] == [("uml-conn0", None)]
+    assert isinstance(ether, bridge_model.EtherFilter) and [(g.port, g.mac) for g in ether.guards] == [("uml-conn0", None)]
     both = bridge_model.build_policy(params([DNS]))
-    keys = [r.key for r in both.resources if isinstance(r, model.Sysctl)]
+    keys = [r.key for r in both.resources if isinstance(r, sysctl_state.Sysctl)]
     assert keys == ["net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"]
 
 

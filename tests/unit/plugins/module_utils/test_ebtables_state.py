@@ -7,14 +7,14 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import ebtables_state, model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, ebtables_state, model
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
-GUARD = model.EtherGuard(chain="NC-t-l2-dns-00000001", drop_chain="NC-t-l2drop-d-00000002", port="uml-conn0",
+GUARD = bridge_model.EtherGuard(chain="NC-t-l2-dns-00000001", drop_chain="NC-t-l2drop-d-00000002", port="uml-conn0",
                          mac="52:54:00:00:00:21", arp_sources=(ipaddress.ip_network("198.51.100.21/32"),
                                                                ipaddress.ip_network("198.51.100.32/28")),
                          log_prefix="bridge l2 dns: ", limit=model.Limit(10, "min"), field="guests[0].mac")
-ETHER = model.EtherFilter("NC-t-l2-00000000", (GUARD,))
+ETHER = bridge_model.EtherFilter("NC-t-l2-00000000", (GUARD,))
 
 
 def policy(ether=ETHER, present=True):
@@ -79,7 +79,7 @@ def test_render_hooks_forward_and_input_and_nothing_without_guards():
     assert owned.jumps == (("FORWARD", "-A FORWARD -j NC-t-l2-00000000", "first"),
                            ("INPUT", "-A INPUT -j NC-t-l2-00000000", "first"))
     assert dict(owned.chains)[ETHER.chain] == ("-A NC-t-l2-00000000 -i uml-conn0 -j NC-t-l2-dns-00000001",)
-    assert ebtables_state.render(model.EtherFilter("NC-t-l2-00000000")) == {}
+    assert ebtables_state.render(bridge_model.EtherFilter("NC-t-l2-00000000")) == {}
     assert ebtables_state.render(None) == {}
 
 
@@ -114,7 +114,7 @@ def test_units_need_the_binaries_only_with_guards():
     with pytest.raises(NetconfineError) as info:
         missing.units(policy())
     assert info.value.field == "guests[0].mac"
-    assert missing.units(policy(model.EtherFilter("NC-t-l2-00000000"))) == ()
+    assert missing.units(policy(bridge_model.EtherFilter("NC-t-l2-00000000"))) == ()
     assert missing.units(model.Policy("t")) == ()
     assert ebtables_state.EbtablesState(Recorder(), "s", "r").units(policy()) == ("bridge",)
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import iptables_render, model, netns_links, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import (
+    iptables_render, model, netns_links, netns_model, nft_render, sysctl_state)
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_model import build_policy
 
@@ -72,7 +73,7 @@ def test_seed_rules_on_iptables():
         "-i vh-web -j DROP",
         "-o vh-web -j DROP",
     ]
-    sysctls = [r for r in policy.resources if isinstance(r, model.Sysctl)]
+    sysctls = [r for r in policy.resources if isinstance(r, sysctl_state.Sysctl)]
     assert [(s.key, s.value) for s in sysctls] == [("net/ipv4/ip_forward", "1"),
                                                    ("net/ipv4/conf/vh-web/route_localnet", "1")]
 
@@ -105,9 +106,9 @@ def test_nft_forms_of_nat():
 def test_loopback_only_namespace_has_no_rules_and_no_links():
     policy = build_policy(params(subnet=None, port_forwards=[], outbound_interface=None))
     assert policy.chains == ()
-    (ns,) = [r for r in policy.resources if isinstance(r, model.Netns)]
+    (ns,) = [r for r in policy.resources if isinstance(r, netns_model.Netns)]
     assert ns.host_link is None
-    (inside,) = [r for r in policy.resources if isinstance(r, model.InsideNetns)]
+    (inside,) = [r for r in policy.resources if isinstance(r, netns_model.InsideNetns)]
     assert not inside.policy.present          # no egress declared: the namespace's netfilter is left alone
     assert netns_links.desired_facts(ns) == (("netns", "web"), ("lo", "web"))
 
@@ -227,7 +228,7 @@ def test_refuses_to_create_a_namespace_from_a_slave_mount_namespace(tmp_path):
 def test_egress_rules_inside_the_namespace():
     policy = build_policy(params(subnet6="fd00:19::/64", egress=[
         {"destination": ["198.51.100.20", "fd00:20::20"], "protocol": "tcp", "port": "5432"}]))
-    (inside,) = [r for r in policy.resources if isinstance(r, model.InsideNetns)]
+    (inside,) = [r for r in policy.resources if isinstance(r, netns_model.InsideNetns)]
     assert inside.namespace == "web" and inside.policy.present
     (chain,) = inside.policy.chains
     assert chain.hook.builtin == "OUTPUT"
@@ -257,7 +258,7 @@ def launcher(**extra):
                   args=("--port", "10105", "it's"), user="www-data", uid=33, gid=33, home="/var/www",
                   working_directory="/var/www", environment=(("MODE", "a b"),), private_tmp=True, start=True)
     values.update(extra)
-    return model.Launcher(**values)
+    return netns_model.Launcher(**values)
 
 
 def test_launcher_script_quotes_everything_and_drops_privileges():

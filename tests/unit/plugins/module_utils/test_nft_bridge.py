@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model, nft_render, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.engine import for_backend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_bridge import NftBridgeState
@@ -77,10 +77,10 @@ def test_nftables_variant_matches_ports_by_mark_and_owns_no_guard_chain():
     assert len(text) == 3 and text[0].startswith('iifname "br0" meta mark & 0x0000ff00 == 0x0000'), text
     # only the guest with a policy needs br_netfilter; without any, nothing in inet and no sysctl
     bare = for_backend(bridge_model.build_policy(params([WWW])), "nftables")
-    assert bare.chains == () and not [r for r in bare.resources if isinstance(r, model.Sysctl)]
+    assert bare.chains == () and not [r for r in bare.resources if isinstance(r, sysctl_state.Sysctl)]
     # each form carries the other's resources empty, so a backend switch removes them
-    assert [r.guards for r in nft.resources if isinstance(r, model.EtherFilter)] == [()]
-    assert [r.ports for r in ipt.resources if isinstance(r, model.BridgeGuard)] == [()]
+    assert [r.guards for r in nft.resources if isinstance(r, bridge_model.EtherFilter)] == [()]
+    assert [r.ports for r in ipt.resources if isinstance(r, bridge_model.BridgeGuard)] == [()]
 
 
 def test_marks_are_stable_when_other_guests_come_and_go():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, model, nft_render
+from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_model, nft_render, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.engine import for_backend
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.nft_backend import NftablesBackend, NftChain, NftTable
@@ -80,9 +80,9 @@ def test_conntrack_form_one_family_says_it_with_meta_protocol():
 def test_conntrack_variant_needs_nf_conntrack_bridge_not_br_netfilter_and_retires_the_inet_chains():
     built = bridge_model.build_policy(params([dict(DNS, **OUTBOUND), WWW]))
     marks, chosen = for_backend(built, "nftables"), conntrack(built)
-    assert [r for r in marks.resources if isinstance(r, model.Sysctl)]
-    assert not [r for r in chosen.resources if isinstance(r, model.Sysctl)]
-    assert model.KernelModule("nf_conntrack_bridge", field="bridge_form") in chosen.resources
+    assert [r for r in marks.resources if isinstance(r, sysctl_state.Sysctl)]
+    assert not [r for r in chosen.resources if isinstance(r, sysctl_state.Sysctl)]
+    assert sysctl_state.KernelModule("nf_conntrack_bridge", field="bridge_form") in chosen.resources
     assert [c.name for c in chosen.retired] == [c.name for c in marks.chains] and marks.retired == ()
     # the iptables variant is the same whatever the nftables form
     assert for_backend(built.with_form("nftables", "conntrack"), "iptables") == for_backend(built, "iptables")
@@ -161,7 +161,7 @@ def test_choose_form_asks_the_kernel(form, conntrack_ok, inet_ok, expected, prob
     assert result == {"bridge_form": expected}
     assert [data for _argv, data in nft.calls] == probes
     chosen = for_backend(policy, "nftables")
-    guard = [r for r in chosen.resources if isinstance(r, model.BridgeGuard)][0]
+    guard = [r for r in chosen.resources if isinstance(r, bridge_model.BridgeGuard)][0]
     assert guard.form == expected
     assert bool(chosen.chains) is (expected == "marks")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import model, secmark_cil
+from ansible_collections.paranoid.netconfine.plugins.module_utils import model, secmark_cil, selinux_store
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.iptables_render import render_chain
 from ansible_collections.paranoid.netconfine.plugins.module_utils.secmark_model import build_policy
@@ -40,7 +40,7 @@ def params(**kw):
 
 
 def module_of(policy):
-    (found,) = [r for r in policy.resources if isinstance(r, model.SelinuxModule)]
+    (found,) = [r for r in policy.resources if isinstance(r, selinux_store.SelinuxModule)]
     return found
 
 

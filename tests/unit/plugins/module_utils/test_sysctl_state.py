@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, model
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, model, sysctl_state
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.sysctl_state import SysctlState
 
@@ -89,7 +89,7 @@ class _Text:
 
 
 def policy(present=True, **values):
-    resources = tuple(model.Sysctl(key.replace("__", "/"), value, module="br_netfilter", field="bridge")
+    resources = tuple(sysctl_state.Sysctl(key.replace("__", "/"), value, module="br_netfilter", field="bridge")
                       for key, value in values.items())
     return model.Policy("t", present=present, resources=resources)
 
@@ -101,7 +101,7 @@ def state(kernel):
 def test_set_reports_change_and_reads_back(tmp_path):
     kernel = Kernel(tmp_path, {FORWARD: "0"})
     seam = state(kernel)
-    pol = model.Policy("t", resources=(model.Sysctl(FORWARD, "1"),))
+    pol = model.Policy("t", resources=(sysctl_state.Sysctl(FORWARD, "1"),))
     result = engine.converge(pol, [Recorder([])], states=[seam], check_mode=True)
     assert result["changed"] and kernel.get(FORWARD) == "0"
     assert result["scripts"]["sysctl kernel"] == "net.ipv4.ip_forward = 1\n"
@@ -117,7 +117,7 @@ def test_set_reports_change_and_reads_back(tmp_path):
 def test_missing_key_loads_the_module_first(tmp_path):
     kernel = Kernel(tmp_path, {}, modules={"br_netfilter": {BRIDGE: "0"}})
     seam = state(kernel)
-    pol = model.Policy("t", resources=(model.Sysctl(BRIDGE, "1", module="br_netfilter", field="bridge"),))
+    pol = model.Policy("t", resources=(sysctl_state.Sysctl(BRIDGE, "1", module="br_netfilter", field="bridge"),))
     checked = engine.converge(pol, [Recorder([])], states=[seam], check_mode=True)
     assert checked["scripts"]["sysctl kernel"] == "modprobe br_netfilter\nnet.bridge.bridge-nf-call-iptables = 1\n"
     assert kernel.calls == [] and kernel.get(BRIDGE) is None
@@ -132,8 +132,8 @@ def test_missing_key_loads_the_module_first(tmp_path):
 def test_cannot_ensure_fails_naming_the_field_and_rolls_back(tmp_path, modules, message):
     kernel = Kernel(tmp_path, {FORWARD: "0"}, modules=modules)
     seam = state(kernel)
-    pol = model.Policy("t", resources=(model.Sysctl(FORWARD, "1"),
-                                       model.Sysctl(BRIDGE, "1", module="br_netfilter", field="bridge")))
+    pol = model.Policy("t", resources=(sysctl_state.Sysctl(FORWARD, "1"),
+                                       sysctl_state.Sysctl(BRIDGE, "1", module="br_netfilter", field="bridge")))
     backend = Recorder([])
     with pytest.raises(NetconfineError) as err:
         engine.converge(pol, [backend], states=[seam])
@@ -152,13 +152,13 @@ def test_states_before_rules_when_present_after_when_absent(tmp_path):
             super().apply(unit, script)
 
     seam = Logged(kernel, proc_sys=str(tmp_path))
-    engine.converge(model.Policy("t", resources=(model.Sysctl(FORWARD, "1"),)), [Recorder(log)], states=[seam])
+    engine.converge(model.Policy("t", resources=(sysctl_state.Sysctl(FORWARD, "1"),)), [Recorder(log)], states=[seam])
     assert log == ["state", "netfilter"]
 
 
 def test_absent_leaves_sysctls_as_they_are(tmp_path):
     kernel = Kernel(tmp_path, {FORWARD: "1"})
-    pol = model.Policy("t", present=False, resources=(model.Sysctl(FORWARD, "1"),))
+    pol = model.Policy("t", present=False, resources=(sysctl_state.Sysctl(FORWARD, "1"),))
     backend = Recorder([])
     backend.value = "gone"
     result = engine.converge(pol, [backend], states=[state(kernel)])
@@ -168,7 +168,7 @@ def test_absent_leaves_sysctls_as_they_are(tmp_path):
 def test_failed_rules_roll_the_state_back(tmp_path):
     kernel = Kernel(tmp_path, {FORWARD: "0"})
     with pytest.raises(NetconfineError) as err:
-        engine.converge(model.Policy("t", resources=(model.Sysctl(FORWARD, "1"),)), [Recorder([], fail=True)],
+        engine.converge(model.Policy("t", resources=(sysctl_state.Sysctl(FORWARD, "1"),)), [Recorder([], fail=True)],
                         states=[state(kernel)])
     assert err.value.details["rolled_back"] == ["sysctl kernel", "fake u"]
     assert kernel.get(FORWARD) == "0"
@@ -188,7 +188,7 @@ def test_kernel_module_is_read_from_sys_module_loaded_with_modprobe_and_persiste
 
     seam = SysctlState(modprobe, modprobe="/sbin/modprobe", proc_sys=str(tmp_path / "proc"),
                        sys_module=str(sys_module), lib_modules=str(tmp_path / "lib-modules"))
-    pol = model.Policy("t", resources=(model.KernelModule("nf_conntrack_bridge", field="bridge_form"),))
+    pol = model.Policy("t", resources=(sysctl_state.KernelModule("nf_conntrack_bridge", field="bridge_form"),))
     checked = engine.converge(pol, [Recorder([])], states=[seam], check_mode=True)
     assert checked["scripts"]["sysctl kernel"] == "modprobe nf_conntrack_bridge\n"
     assert "module nf_conntrack_bridge = (not loaded)" in checked["diff"]["before"]
@@ -207,10 +207,10 @@ def test_kernel_module_built_in_counts_as_loaded_and_a_failed_modprobe_names_the
     (lib / "modules.builtin").write_text("kernel/net/bridge/netfilter/nf_conntrack_bridge.ko\n")
     seam = SysctlState(lambda argv, data=None: (1, "", "FATAL"), modprobe="/sbin/modprobe",
                        sys_module=str(tmp_path / "none"), lib_modules=str(tmp_path / "lib-modules"))
-    pol = model.Policy("t", resources=(model.KernelModule("nf_conntrack_bridge", field="bridge_form"),))
+    pol = model.Policy("t", resources=(sysctl_state.KernelModule("nf_conntrack_bridge", field="bridge_form"),))
     checked = engine.converge(pol, [Recorder([])], states=[seam], check_mode=True)
     assert "sysctl kernel" not in checked["scripts"] and "loaded" in checked["rendered"]["sysctl kernel"]
-    other = model.Policy("t", resources=(model.KernelModule("nf_nope", field="bridge_form"),))
+    other = model.Policy("t", resources=(sysctl_state.KernelModule("nf_nope", field="bridge_form"),))
     with pytest.raises(NetconfineError) as failure:
         engine.converge(other, [Recorder([])], states=[seam])
     assert failure.value.field == "bridge_form" and "modprobe nf_nope failed" in str(failure.value)

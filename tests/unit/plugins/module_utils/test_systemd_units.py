@@ -7,13 +7,13 @@ import dataclasses
 
 import pytest
 
-from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, model, netns_model, systemd_units
+from ansible_collections.paranoid.netconfine.plugins.module_utils import engine, model, netns_model, sysctl_state, systemd_units
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_launcher import NetnsLauncher
 
-NS = model.Netns(name="web", host_link="vh-web", peer_link="vn-web", host_addresses=("192.0.2.1/30",),
+NS = netns_model.Netns(name="web", host_link="vh-web", peer_link="vn-web", host_addresses=("192.0.2.1/30",),
                  peer_addresses=("192.0.2.2/30",), gateways=("192.0.2.1",))
-DAEMON = model.Launcher(namespace="web", path="/x/ns-web", exec_path="/usr/bin/python3",
+DAEMON = netns_model.Launcher(namespace="web", path="/x/ns-web", exec_path="/usr/bin/python3",
                         args=("-m", "http.server", "10105"), user="www-data", uid=33, gid=33, group="www-data",
                         working_directory="/srv", environment=(("LANG", "C.UTF-8"), ("MSG", 'say "%d"')),
                         sandbox=(("IPAddressAllow", ("192.0.2.0/30",)), ("IPAddressDeny", ("any",))))
@@ -98,8 +98,8 @@ def test_namespace_unit_builds_with_the_links_commands_and_restores_inside_rules
 
 def test_namespace_unit_sets_the_veth_sysctls_once_the_veth_exists(tmp_path):
     state = make(tmp_path, Systemctl())
-    localnet = model.Sysctl("net/ipv4/conf/vh-web/route_localnet", "1", link="vh-web")
-    pol = model.Policy(name="netns-web", resources=(NS, model.Sysctl("net/ipv4/ip_forward", "1"), localnet))
+    localnet = sysctl_state.Sysctl("net/ipv4/conf/vh-web/route_localnet", "1", link="vh-web")
+    pol = model.Policy(name="netns-web", resources=(NS, sysctl_state.Sysctl("net/ipv4/ip_forward", "1"), localnet))
     state.units(pol)
     text = dict(f[1].split("\n", 1) for f in state.render(pol, "web")["web"].facts if f[0] == "file")
     unit = text[str(tmp_path / "units" / "netconfine-ns-web.service")]
@@ -108,7 +108,7 @@ def test_namespace_unit_sets_the_veth_sysctls_once_the_veth_exists(tmp_path):
 
 
 def test_loopback_only_namespace_unit_has_no_links():
-    bare = model.Netns(name="conv")
+    bare = netns_model.Netns(name="conv")
     text = systemd_units.render_namespace_unit(bare, "/usr/sbin/ip")
     assert "ip netns add conv; \\\n  /usr/sbin/ip -n conv link set lo up'" in text
     assert "veth" not in text and "netconfine-restore " not in text and "link delete" not in text
@@ -261,9 +261,9 @@ def test_network_none_refuses_link_options(extra, field):
 def test_network_none_is_loopback_only_without_rules():
     pol = netns_model.build_policy({"name": "conv", "state": "present", "network": "none"})
     assert pol.chains == ()
-    ns = [r for r in pol.resources if isinstance(r, model.Netns)]
-    assert ns == [model.Netns(name="conv", field="name")]
-    assert not [r for r in pol.resources if isinstance(r, model.Sysctl)]
+    ns = [r for r in pol.resources if isinstance(r, netns_model.Netns)]
+    assert ns == [netns_model.Netns(name="conv", field="name")]
+    assert not [r for r in pol.resources if isinstance(r, sysctl_state.Sysctl)]
 
 
 def test_network_veth_needs_subnet():
