@@ -124,6 +124,7 @@ class EtherFilter:
     chain: str
     guards: Tuple[EtherGuard, ...] = ()
 
+
 FAMILY_OF = {"ipv4": (4,), "ipv6": (6,), "both": (4, 6)}
 SERVICE_LISTS = ("inbound", "outbound", "host_access", "host_services")
 # which address key each service list takes: who may reach the guest / where the guest may go
@@ -547,7 +548,7 @@ def _bridge_guard(name, guests, families, log_prefix, limit, marks, conntrack=Fa
             rogue=(() if g.allow_dhcp_server else ("dhcp",)) + (() if g.allow_router_advertisement else ("ra",)),
             services=kinds))
     return BridgeGuard(chain, chain + ".forward", tuple(ports), families, limit,
-                             form="conntrack" if conntrack else "marks", services=tuple(services))
+                       form="conntrack" if conntrack else "marks", services=tuple(services))
 
 
 def _interleave(first, second=()):

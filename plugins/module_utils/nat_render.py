@@ -38,6 +38,7 @@ class Dnat:
 class Masquerade:
     """Source NAT to the outgoing interface's address (table nat, POSTROUTING)."""
 
+
 _NFT_FAMILY = {4: "ip", 6: "ip6"}
 
 

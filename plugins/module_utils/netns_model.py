@@ -91,6 +91,7 @@ class InsideNetns:
     namespace: str
     policy: object
 
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 LINK_PREFIXES = ("vh-", "vn-")           # host side, namespace side
 NAME_MAX = 15 - len(LINK_PREFIXES[0])    # IFNAMSIZ - 1 - prefix
@@ -197,7 +198,7 @@ def build_policy(params):
         resources.append(sysctl_state.Sysctl(FORWARDING[family], "1", field="subnet" if family == 4 else "subnet6"))
     if allow_lo:
         resources.append(sysctl_state.Sysctl("net/ipv4/conf/%s/route_localnet" % host_link, "1",
-                                      field="allow_localhost_forward", link=host_link))
+                                             field="allow_localhost_forward", link=host_link))
     if params.get("service") is not None:
         resources.append(service_launcher(name, params["service"]))
     egress = params.get("egress")

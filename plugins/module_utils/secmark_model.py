@@ -106,7 +106,7 @@ def build_policy(params):
     elif packet_types or allow_unlabeled is not None:
         lines = secmark_cil.render_cil(packet_types, allow_unlabeled, task=name)
         resources = (selinux_store.SelinuxModule(secmark_cil.module_name(name), priority, secmark_cil.cil_text(lines),
-                                         secmark_cil.line_fields(lines), tuple(types)),)
+                                                 secmark_cil.line_fields(lines), tuple(types)),)
     elif chains:
         # labels with existing packet types only: no module of ours, but a task renamed from one that had
         # a module must not leave it behind, so the (empty) module is still owned and removed

@@ -61,6 +61,7 @@ class SelinuxModule:
     line_fields: Tuple[Tuple[int, str], ...] = ()
     types: Tuple[Tuple[str, str], ...] = ()
 
+
 UNIT = "policy"
 SELINUXFS = "/sys/fs/selinux"
 STORE_ROOT = "/var/lib/selinux"

@@ -59,6 +59,7 @@ class KernelModule:
     name: str
     field: str = "name"
 
+
 UNIT = "kernel"
 MISSING = "(missing)"
 LOADED, NOT_LOADED = "loaded", "(not loaded)"

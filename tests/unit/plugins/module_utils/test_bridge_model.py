@@ -128,7 +128,7 @@ def test_ipv6_essentials_and_router_functions():
 def test_resources_are_the_bridge_sysctls_per_family():
     policy = bridge_model.build_policy(params([DNS], ip_version="ipv4"))
     assert policy.resources[:1] == (sysctl_state.Sysctl("net/bridge/bridge-nf-call-iptables", "1", "br_netfilter",
-                                                 "bridge"),)
+                                                        "bridge"),)
     # every guest has an ebtables guard (only IPv4, IPv6 and ARP pass), with or without a MAC
     ether = policy.resources[1]
     assert isinstance(ether, bridge_model.EtherFilter) and [(g.port, g.mac) for g in ether.guards] == [("uml-conn0", None)]

@@ -11,9 +11,9 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils import bridge_
 from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import NetconfineError
 
 GUARD = bridge_model.EtherGuard(chain="NC-t-l2-dns-00000001", drop_chain="NC-t-l2drop-d-00000002", port="uml-conn0",
-                         mac="52:54:00:00:00:21", arp_sources=(ipaddress.ip_network("198.51.100.21/32"),
-                                                               ipaddress.ip_network("198.51.100.32/28")),
-                         log_prefix="bridge l2 dns: ", limit=model.Limit(10, "min"), field="guests[0].mac")
+                                mac="52:54:00:00:00:21", arp_sources=(ipaddress.ip_network("198.51.100.21/32"),
+                                                                      ipaddress.ip_network("198.51.100.32/28")),
+                                log_prefix="bridge l2 dns: ", limit=model.Limit(10, "min"), field="guests[0].mac")
 ETHER = bridge_model.EtherFilter("NC-t-l2-00000000", (GUARD,))
 
 

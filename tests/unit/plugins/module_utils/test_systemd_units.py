@@ -12,11 +12,11 @@ from ansible_collections.paranoid.netconfine.plugins.module_utils.errors import 
 from ansible_collections.paranoid.netconfine.plugins.module_utils.netns_launcher import NetnsLauncher
 
 NS = netns_model.Netns(name="web", host_link="vh-web", peer_link="vn-web", host_addresses=("192.0.2.1/30",),
-                 peer_addresses=("192.0.2.2/30",), gateways=("192.0.2.1",))
+                       peer_addresses=("192.0.2.2/30",), gateways=("192.0.2.1",))
 DAEMON = netns_model.Launcher(namespace="web", path="/x/ns-web", exec_path="/usr/bin/python3",
-                        args=("-m", "http.server", "10105"), user="www-data", uid=33, gid=33, group="www-data",
-                        working_directory="/srv", environment=(("LANG", "C.UTF-8"), ("MSG", 'say "%d"')),
-                        sandbox=(("IPAddressAllow", ("192.0.2.0/30",)), ("IPAddressDeny", ("any",))))
+                              args=("-m", "http.server", "10105"), user="www-data", uid=33, gid=33, group="www-data",
+                              working_directory="/srv", environment=(("LANG", "C.UTF-8"), ("MSG", 'say "%d"')),
+                              sandbox=(("IPAddressAllow", ("192.0.2.0/30",)), ("IPAddressDeny", ("any",))))
 
 
 @pytest.fixture(autouse=True)
