@@ -24,6 +24,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import gc
+import multiprocessing
 import shlex
 import socket
 import time
@@ -96,10 +98,30 @@ def _outcome_script(armed, seconds):
     return _poll_script(armed, seconds, ("[ -e {rolled} ] && {{ echo rolled-back; cat {rolled}; exit 0; }}; ", _ACKED))
 
 
+def freeze_inherited_heap():
+    """In a worker process (forked by ansible-playbook for one task on one host): keep the garbage collector
+    off the objects the worker inherited. Returns whether it froze them.
+
+    A worker starts with the main process's whole heap: the play, its variables, 1,000 inline rules
+    (~10^5 objects). Building the module's payload (Ansible AST-parses every module_util it ships)
+    allocates enough to set off full collections, and each one walks that inherited heap again (and
+    touches its pages, which copy-on-write then copies). ``gc.freeze()`` (Python >= 3.7, the use the
+    ``gc`` documentation gives for forked children) moves what exists now into a generation no
+    collection looks at; the worker ends with the task, so nothing frozen lives on. Measured in the
+    worker, owner_rule with 1,000 inline rules: 0.13 -> 0.05 s of collection, 0.49 -> 0.42 s of CPU.
+    Not in a process that did not come from ``multiprocessing`` (a test calling the plugin in-process).
+    """
+    if multiprocessing.parent_process() is None:
+        return False
+    gc.freeze()
+    return True
+
+
 class ConfirmingAction(ActionBase):
     """Runs the module of the same name; confirms its change over a fresh connection when asked."""
 
     def run(self, tmp=None, task_vars=None):
+        freeze_inherited_heap()
         result = super(ConfirmingAction, self).run(tmp, task_vars)
         args = dict(self._task.args)
         try:

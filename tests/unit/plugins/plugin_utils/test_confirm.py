@@ -5,6 +5,8 @@ The scripts run in a real shell against files in tmp_path (the watcher's files);
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import subprocess
 
 import pytest
@@ -108,3 +110,26 @@ def test_a_lost_answer_to_a_received_confirmation_keeps_the_change(tmp_path, mon
     action = Action(FakeConnection([]), [{"rc": 0, "stdout": "confirmed\n"}])
     result = action._rolled_back({"changed": True}, armed(tmp_path, timeout=0), 0, "reset")
     assert not result.get("failed") and result["changed"] and "kept the change" in result["warnings"][0]
+
+
+def _freeze_in_child(conn):
+    before = gc.get_freeze_count()
+    froze = confirm.freeze_inherited_heap()
+    conn.send((froze, before, gc.get_freeze_count()))
+    conn.close()
+
+
+def test_a_worker_freezes_what_it_inherited_and_a_plain_process_does_not():
+    """ansible-playbook's workers are forked multiprocessing children: there the inherited objects leave
+    the collector's sight; in the process that imported the plugin (this test's) nothing is frozen."""
+    before = gc.get_freeze_count()
+    assert confirm.freeze_inherited_heap() is False
+    assert gc.get_freeze_count() == before
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_freeze_in_child, args=(child,))
+    proc.start()
+    froze, child_before, child_after = parent.recv()
+    proc.join(10)
+    assert froze is True
+    assert child_after > child_before
