@@ -7,7 +7,7 @@ Run as root from the checkout, with the pinned tools:
     .venv/bin/python bench/converge.py --smoke    # N=10,100, 1 run, tiny fleet (~1-2 min); also bench/smoke
     .venv/bin/python bench/converge.py --full     # 5 runs, the peer measured up to N=1000 (~1 hour)
     .venv/bin/python bench/converge.py --share    # N=1000 only, 25 rounds, no fleet: the module's own
-                                                  # share with a 90 % interval (~12 min; add --rules-from json)
+                                                  # share with a 90 % interval (~5 min; add --rules-from json)
     .venv/bin/python bench/converge.py --report bench/results/converge-....json   # re-print a saved run
 
 Every host is a fresh network namespace (``ncb-<pid>-<n>``), deleted afterwards;
@@ -43,7 +43,7 @@ MODES = {
     "full": dict(sizes=(10, 100, 1000, 3000), runs=5, peer_sizes=(10, 100, 1000), peer_runs=3,
                  fleet_hosts=50, fleet_rules=200, fleet_forks=10, fleet_runs=5),
     # the module's own share at N=1000 (issue 22): enough rounds that the interval of the rounds' median
-    # is about +-0.07 on this 2-core machine (+-0.15 with 9); the peer is not what it is for
+    # is about +-0.03-0.07 on this 2-core machine (+-0.1-0.2 with 9); the peer is not what it is for
     "share": dict(sizes=(1000,), runs=25, peer_sizes=(10,), peer_runs=1,
                   fleet_hosts=0, fleet_rules=200, fleet_forks=10, fleet_runs=1),
 }

@@ -105,9 +105,11 @@ def freeze_inherited_heap():
     A worker starts with the main process's whole heap: the play, its variables, 1,000 inline rules
     (~10^5 objects). Building the module's payload (Ansible AST-parses every module_util it ships)
     allocates enough to set off full collections, and each one walks that inherited heap again (and
-    touches its pages, which copy-on-write then copies). ``gc.freeze()`` (Python >= 3.7, the use the
-    ``gc`` documentation gives for forked children) moves what exists now into a generation no
-    collection looks at; the worker ends with the task, so nothing frozen lives on. Measured in the
+    touches its pages, which copy-on-write then copies). ``gc.freeze()`` (Python >= 3.7; the ``gc``
+    documentation has the parent freeze right before ``fork()`` so that a child's collections leave its
+    objects alone, and freezing first thing in the child does the same for the child's own collections)
+    moves what exists now into a generation no collection looks at, splicing lists without touching the
+    objects; the worker ends with the task, so nothing frozen lives on. Measured in the
     worker, owner_rule with 1,000 inline rules: 0.13 -> 0.05 s of collection, 0.49 -> 0.42 s of CPU.
     Not in a process that did not come from ``multiprocessing`` (a test calling the plugin in-process).
     """
