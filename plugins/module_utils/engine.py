@@ -108,6 +108,13 @@ def owned_text(owned):
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _shown(unit):
+    """(current, desired) as the diff shows them: a seam with ``diff_owned`` narrows both to what differs
+    (persistence: only the files that change, not every file of the directory as context)."""
+    narrow = getattr(unit.backend, "diff_owned", None)
+    return narrow(unit.current, unit.desired) if narrow else (unit.current, unit.desired)
+
+
 def render_once(seam, policy, unit):
     """``seam.render(policy, unit)``, computed once per policy object and unit and kept on the seam.
 
@@ -224,8 +231,8 @@ def converge(policy, backends, check_mode=False, lock_timeout=60, states=(), lay
             "changed": bool(pending),
             "backend": backends[0].name,
             "diff": {
-                "before": "".join("# %s\n%s" % (u.label, owned_text(u.current)) for u in pending),
-                "after": "".join("# %s\n%s" % (u.label, owned_text(u.desired)) for u in pending),
+                "before": "".join("# %s\n%s" % (u.label, owned_text(_shown(u)[0])) for u in pending),
+                "after": "".join("# %s\n%s" % (u.label, owned_text(_shown(u)[1])) for u in pending),
             },
             "rendered": dict((u.label, owned_text(u.desired)) for u in units if u.backend in shown),
             "scripts": dict((u.label, u.script) for u in pending if u.backend in shown or u.backend in backends),

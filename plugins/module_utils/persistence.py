@@ -325,6 +325,18 @@ class PersistState:
         mine = dict((p, c) for p, c in read.items() if _is_mine(p, prefix) or p in wanted or p in hooks)
         return {UNIT: Files(tuple(sorted(mine.items())))} if mine else {}
 
+    def diff_owned(self, current, desired):
+        """(current, desired) narrowed to the files whose content differs, for the task's diff: a new task's
+        file shows as itself, not after the last lines of the shared restore script as context."""
+        have = dict(current[UNIT].files) if UNIT in current else {}
+        want = dict(desired[UNIT].files) if UNIT in desired else {}
+        paths = sorted(p for p in set(have) | set(want) if have.get(p) != want.get(p))
+
+        def only(files):
+            kept = tuple((p, files[p]) for p in paths if p in files)
+            return {UNIT: Files(kept)} if kept else {}
+        return only(have), only(want)
+
     def render(self, policy, unit):
         wanted = self._wanted(policy)
         return {UNIT: Files(tuple(sorted(wanted.items())))} if wanted else {}

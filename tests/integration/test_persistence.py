@@ -35,11 +35,12 @@ GUARD = {"protocol": "tcp", "destination": "localhost", "destination_port": str(
          "jump": "REJECT"}
 
 
-def converge(ns, persist_dir, backend, *, name="guard", state="present", check=False, persist=True, **options):
+def converge(ns, persist_dir, backend, *, name="guard", state="present", check=False, diff=False, persist=True,
+             **options):
     task = dict({"name": name, "backend": backend, "state": state, "persist": persist, "persist_dir": str(persist_dir),
                  "rules": [GUARD] if state == "present" else []}, **options)
     play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [{OWNER_RULE: task}]}])
-    result = ansible_playbook(play, [ns], check=check)
+    result = ansible_playbook(play, [ns], check=check, diff=diff)
     (res,) = [r for r in result.results[ns] if r.action == OWNER_RULE]
     assert not res.failed, result.output
     return res
@@ -115,6 +116,27 @@ def test_absent_removes_only_its_own_files(netns_host, persist_dir, backend):
     assert after
     assert (persist_dir / "netconfine-restore").exists()          # serves the other task
     assert not converge(ns, persist_dir, backend, name="keep", state="absent").changed
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_the_diff_shows_the_files_that_change_and_no_other(netns_host, persist_dir, backend):
+    """A second task's diff holds its own new file, not the shared restore script (unchanged) nor the first
+    task's file as context; a hand-edited file shows as itself."""
+    ns = netns_host
+    converge(ns, persist_dir, backend, name="first")
+    task_dir = persist_dir / "netns" / ns
+    planned = converge(ns, persist_dir, backend, name="second", check=True, diff=True)
+    before, after = planned.result["diff"]["before"], planned.result["diff"]["after"]
+    assert [p for p in after.splitlines() if p.startswith("# %s/second." % task_dir)], after
+    for text in (before, after):
+        assert "netconfine-restore" not in text and "# %s/first." % task_dir not in text, text
+    assert "# %s/second." % task_dir not in before
+    assert not list(task_dir.glob("second.*"))                   # check mode wrote nothing
+    edited = next(task_dir.glob("first.*"))
+    edited.write_text(edited.read_text() + "# edited\n")
+    repaired = converge(ns, persist_dir, backend, name="first", diff=True)
+    assert "# edited" in repaired.result["diff"]["before"] and "# edited" not in repaired.result["diff"]["after"]
+    assert "netconfine-restore" not in repaired.result["diff"]["before"], repaired.result["diff"]
 
 
 def test_persist_false_writes_nothing(netns_host, persist_dir):
