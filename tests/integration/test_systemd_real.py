@@ -139,8 +139,10 @@ def check_everything(ctr):
         status = ctr.sh("cat /proc/%s/status" % pid).stdout
         uid = ctr.sh("id -u nctd").stdout.strip()
         assert "\nUid:\t%s\t%s" % (uid, uid) in status and "NoNewPrivs:\t1" in status
-        # PrivateTmp: what the daemon wrote in its /tmp is not in the container's /tmp
-        assert ctr.sh("test -e /proc/%s/root/tmp/nct-private-tmp" % pid, check=False).returncode == 0
+        # PrivateTmp: what the daemon wrote in its /tmp is not in the container's /tmp (a unit of Type=simple is
+        # active before the daemon has written it: right after a restart, wait for the file)
+        wait_for(lambda: ctr.sh("test -e /proc/%s/root/tmp/nct-private-tmp" % pid, check=False).returncode == 0,
+                 "the daemon's file in its private /tmp")
         assert ctr.sh("test -e /tmp/nct-private-tmp", check=False).returncode != 0
     web = result(ctr, 10105)
     assert web["192.0.2.1:7001"] == "connected", web              # in the allow-list
